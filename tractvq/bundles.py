@@ -1,0 +1,667 @@
+"""From streamlines to bundle tensors ``(G, 3, S, P)`` and back, exactly.
+
+One data point of a tractvq model is a *group* of ``S`` streamlines of ``P`` points each,
+laid out as a 3-channel image ``(3, S, P)``. This module turns a tractogram into such groups
+and records everything needed to turn (decoded) groups back into the input streamlines:
+
+1. :func:`resample` -- every streamline to ``P`` points with DIPY's
+   :func:`~dipy.tracking.streamline.set_number_of_points`, after checking that each has at
+   least two distinct, finite points.
+2. Grouping (:class:`GroupingSettings.strategy`): ``sequential`` (file order), ``random``
+   (seeded permutation) or ``spatial`` (balanced recursive bisection of the streamlines along
+   their principal direction of variation, so each group holds neighbouring streamlines).
+   A bundle whose size is not a multiple of ``S`` is completed by repeating streamlines of
+   its last group; a mask marks the one copy of each streamline that decoding returns.
+3. Canonical orientation: within a group, streamlines whose end-minus-start vector points
+   against the group's principal endpoint axis are reversed (and the flip is recorded).
+4. Canonical order within a group: streamlines sorted by their projection on the group's
+   first principal component, so that neighbouring rows of the image are similar.
+5. Normalisation with a recorded inverse ``x = y * scale + offset``: ``group`` (centre of
+   the group, largest deviation from it) or ``global`` (the published model's min-max of
+   all coordinates to [-1, 1]).
+
+:meth:`GroupedBundles.to_streamlines` and :meth:`GroupedBundles.to_tractograms` undo all
+of it: they return exactly the input streamlines, in the input order, in millimetres and in
+the source's space.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from dipy.io.stateful_tractogram import StatefulTractogram
+from dipy.tracking.streamline import set_number_of_points
+
+from tractvq.errors import TractogramError
+from tractvq.io import SpaceAttributes, make_tractogram
+from tractvq.outputs import atomic_output
+
+__all__ = [
+    "STRATEGIES",
+    "NORMALIZATIONS",
+    "GroupingSettings",
+    "PAPER_SETTINGS",
+    "BundleSource",
+    "GroupedBundles",
+    "resample",
+    "coordinate_range",
+    "group",
+    "group_streamlines",
+]
+
+STRATEGIES = ("spatial", "sequential", "random")
+NORMALIZATIONS = ("group", "global")
+_FORMAT_VERSION = 1
+#: Points along a streamline used as its shape features (start, quarters, middle, end).
+_FEATURE_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass(frozen=True)
+class GroupingSettings:
+    """How streamlines become groups: the preprocessing a model is trained with.
+
+    Parameters
+    ----------
+    n_points : int
+        Points per streamline after resampling (P).
+    group_size : int
+        Streamlines per group (S).
+    strategy : {"spatial", "sequential", "random"}
+        Which streamlines share a group.
+    orient : bool
+        Reverse streamlines so that all of a group run the same way.
+    order : bool
+        Sort the streamlines of a group into a canonical order.
+    normalization : {"group", "global"}
+        Per-group centre and scale, or one min-max scaling of everything to [-1, 1].
+    minimum, maximum : float or None
+        Range of the ``global`` normalisation in millimetres; None fits it to the data.
+    seed : int
+        Seed of the ``random`` strategy.
+    """
+
+    n_points: int = 64
+    group_size: int = 64
+    strategy: str = "spatial"
+    orient: bool = True
+    order: bool = True
+    normalization: str = "group"
+    minimum: float | None = None
+    maximum: float | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if int(self.n_points) != self.n_points or self.n_points < 2:
+            raise ValueError(f"n_points must be an integer >= 2, got {self.n_points!r}")
+        if int(self.group_size) != self.group_size or self.group_size < 1:
+            raise ValueError(f"group_size must be an integer >= 1, got {self.group_size!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}"
+            )
+        if (self.minimum is None) != (self.maximum is None):
+            raise ValueError(
+                f"give both minimum and maximum or neither, got {self.minimum!r} and {self.maximum!r}"
+            )
+        if self.minimum is not None and not self.minimum < self.maximum:
+            raise ValueError(f"minimum must be below maximum, got {self.minimum!r} >= {self.maximum!r}")
+
+
+#: The published VQ-Diff preprocessing: consecutive streamlines in file order, no
+#: re-orientation or re-ordering, one global min-max scaling to [-1, 1].
+PAPER_SETTINGS = GroupingSettings(
+    strategy="sequential", orient=False, order=False, normalization="global"
+)
+
+
+@dataclass(frozen=True)
+class BundleSource:
+    """Where a bundle's streamlines came from, enough to write them back in place.
+
+    Attributes
+    ----------
+    subject : str
+        Subject identifier.
+    name : str
+        Bundle name.
+    path : str
+        Source file ("" when built in memory).
+    n_streamlines : int
+        Streamline count of the source.
+    space_attributes : tuple
+        ``(affine, dimensions, voxel_sizes, voxel_order)`` of the source's reference.
+    """
+
+    subject: str
+    name: str
+    path: str
+    n_streamlines: int
+    space_attributes: SpaceAttributes = field(repr=False, compare=False)
+
+
+def resample(
+    tractogram: StatefulTractogram, n_points: int = 64, *, source: str | os.PathLike | None = None
+) -> np.ndarray:
+    """Resample every streamline to ``n_points`` equally spaced points.
+
+    Parameters
+    ----------
+    tractogram : dipy.io.stateful_tractogram.StatefulTractogram
+        In RASMM space (as :func:`tractvq.io.load` returns it).
+    n_points : int, optional
+        Points per streamline.
+    source : str or os.PathLike, optional
+        Name used in error messages (the file the tractogram came from).
+
+    Returns
+    -------
+    ndarray, shape (N, n_points, 3), float32
+        Coordinates in millimetres.
+
+    Raises
+    ------
+    TractogramError
+        If the tractogram has no streamline, or a streamline has fewer than two points,
+        non-finite coordinates or zero length (such a streamline cannot be resampled).
+    """
+    streamlines = tractogram.streamlines
+    count = len(streamlines)
+    if count == 0:
+        raise TractogramError(source, "holds no streamlines")
+    lengths = np.asarray(streamlines._lengths)
+    _reject(source, lengths < 2, "have fewer than 2 points")
+    points = np.asarray(streamlines.get_data(), dtype=np.float64)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    finite_points = np.isfinite(points).all(axis=1)
+    _reject(source, np.logical_and.reduceat(finite_points, starts) == 0, "have non-finite coordinates")
+    steps = np.linalg.norm(np.diff(points, axis=0), axis=1)
+    steps[starts[1:] - 1] = 0.0  # no step between the end of one streamline and the next
+    arc_lengths = np.add.reduceat(np.append(steps, 0.0), starts)
+    _reject(source, arc_lengths <= 0, "have zero length (all points identical)")
+    resampled = set_number_of_points(streamlines, nb_points=int(n_points))
+    return np.asarray(resampled.get_data(), dtype=np.float32).reshape(count, int(n_points), 3)
+
+
+def _reject(source, bad: np.ndarray, problem: str) -> None:
+    if bad.any():
+        where = np.flatnonzero(bad)
+        raise TractogramError(
+            source,
+            f"{where.size} streamline(s) {problem} (first at index {where[0]});"
+            " remove them before encoding",
+        )
+
+
+def coordinate_range(points: np.ndarray) -> tuple[float, float]:
+    """Smallest and largest coordinate over x, y and z together (the published scaling).
+
+    Parameters
+    ----------
+    points : ndarray, shape (..., 3)
+
+    Returns
+    -------
+    (float, float)
+    """
+    return float(np.min(points)), float(np.max(points))
+
+
+def _principal_axes(vectors: np.ndarray) -> np.ndarray:
+    """Unit principal axis of each batch of vectors, with a canonical sign.
+
+    ``vectors`` is ``(..., n, d)``; the axis maximises the sum of squared projections (no
+    centring: this is the axis of a set of directions). Its largest component is positive,
+    so the result does not depend on LAPACK's sign choice.
+    """
+    second_moment = np.einsum("...ni,...nj->...ij", vectors, vectors)
+    _, eigenvectors = np.linalg.eigh(second_moment)
+    axes = eigenvectors[..., -1]
+    largest = np.take_along_axis(axes, np.abs(axes).argmax(axis=-1)[..., None], axis=-1)
+    return axes * np.where(largest < 0, -1.0, 1.0)
+
+
+def _flips(points: np.ndarray) -> np.ndarray:
+    """Which streamlines of each set ``(..., n, P, 3)`` to reverse so that all run the same
+    way: those whose end-minus-start vector points against the set's principal axis."""
+    chords = points[..., -1, :] - points[..., 0, :]
+    axes = _principal_axes(chords)
+    return np.einsum("...ni,...i->...n", chords, axes) < 0
+
+
+def _shape_features(points: np.ndarray) -> np.ndarray:
+    """A few points along each streamline ``(..., P, 3)``, flattened to ``(..., 15)``."""
+    n_points = points.shape[-2]
+    positions = np.round(np.asarray(_FEATURE_FRACTIONS) * (n_points - 1)).astype(int)
+    return points[..., positions, :].reshape(*points.shape[:-2], -1)
+
+
+def _first_component_projection(features: np.ndarray) -> np.ndarray:
+    """Projection of each row of ``(..., n, d)`` on the first principal component of its set."""
+    centred = features - features.mean(axis=-2, keepdims=True)
+    return np.einsum("...ni,...i->...n", centred, _principal_axes(centred))
+
+
+def _spatial_order(points: np.ndarray, group_size: int) -> np.ndarray:
+    """Order streamlines so that consecutive runs of ``group_size`` are spatial neighbours.
+
+    Balanced recursive bisection: a set of ``n`` streamlines is sorted along the first
+    principal component of their shape features and cut after ``group_size * (g // 2)``
+    streamlines, ``g = ceil(n / group_size)``, so every leaf but the last holds exactly
+    ``group_size`` streamlines. Features are taken after orienting all streamlines along one
+    axis, so a streamline and its reverse get the same place.
+    """
+    oriented = np.where(_flips(points)[:, None, None], points[:, ::-1], points)
+    features = _shape_features(oriented.astype(np.float64))
+    order = np.arange(len(points))
+    pending = [(0, len(points))]
+    while pending:
+        low, high = pending.pop()
+        size = high - low
+        if size <= group_size:
+            continue
+        projection = _first_component_projection(features[order[low:high]])
+        order[low:high] = order[low:high][np.argsort(projection, kind="stable")]
+        cut = low + group_size * (-(-size // group_size) // 2)
+        pending.extend([(low, cut), (cut, high)])
+    return order
+
+
+def _member_index(order: np.ndarray, group_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Chunk ``order`` into groups, completing the last one by repeating its members.
+
+    Returns the ``(G, S)`` streamline index and the mask of first copies.
+    """
+    count = len(order)
+    n_groups = -(-count // group_size)
+    remainder = count - (n_groups - 1) * group_size
+    last = order[(n_groups - 1) * group_size :]
+    padded = np.concatenate([order[: (n_groups - 1) * group_size], last[np.arange(group_size) % remainder]])
+    mask = np.ones(n_groups * group_size, dtype=bool)
+    mask[(n_groups - 1) * group_size + remainder :] = False
+    return padded.reshape(n_groups, group_size), mask.reshape(n_groups, group_size)
+
+
+def group_streamlines(
+    points: np.ndarray,
+    settings: GroupingSettings = GroupingSettings(),
+    *,
+    source: BundleSource,
+) -> GroupedBundles:
+    """Group resampled streamlines of one bundle.
+
+    Parameters
+    ----------
+    points : ndarray, shape (N, P, 3)
+        Resampled streamlines in millimetres (see :func:`resample`).
+    settings : GroupingSettings, optional
+        Grouping, orientation, order and normalisation.
+    source : BundleSource
+        Where the streamlines came from.
+
+    Returns
+    -------
+    GroupedBundles
+        With ``ceil(N / S)`` groups.
+    """
+    count, n_points, _ = points.shape
+    if count != source.n_streamlines:
+        raise ValueError(f"source says {source.n_streamlines} streamlines, got {count}")
+    if n_points != settings.n_points:
+        raise ValueError(f"settings say {settings.n_points} points, got streamlines of {n_points}")
+    size = settings.group_size
+    if settings.strategy == "sequential":
+        order = np.arange(count)
+    elif settings.strategy == "random":
+        order = np.random.default_rng(settings.seed).permutation(count)
+    else:
+        order = _spatial_order(points, size)
+    streamline_index, mask = _member_index(order, size)
+    members = points[streamline_index].astype(np.float64)  # (G, S, P, 3)
+    flipped = _flips(members) if settings.orient else np.zeros(streamline_index.shape, bool)
+    members = np.where(flipped[..., None, None], members[:, :, ::-1], members)
+    if settings.order:
+        rows = np.argsort(_first_component_projection(_shape_features(members)), axis=1, kind="stable")
+        streamline_index, mask, flipped = (
+            np.take_along_axis(array, rows, axis=1) for array in (streamline_index, mask, flipped)
+        )
+        members = np.take_along_axis(members, rows[..., None, None], axis=1)
+    offset, scale = _fit_normalization(members, settings)
+    normalised = (members - offset[:, None, None, :]) / scale[:, None, None, None]
+    return GroupedBundles(
+        data=np.ascontiguousarray(normalised.transpose(0, 3, 1, 2), dtype=np.float32),
+        bundle_index=np.zeros(len(streamline_index), dtype=np.int64),
+        streamline_index=streamline_index.astype(np.int64),
+        mask=mask,
+        flipped=flipped,
+        offset=offset,
+        scale=scale,
+        sources=[source],
+        settings=settings,
+    )
+
+
+def _fit_normalization(members: np.ndarray, settings: GroupingSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group ``offset`` (G, 3) and ``scale`` (G,) with ``normalised = (x - offset) / scale``."""
+    n_groups = len(members)
+    if settings.normalization == "group":
+        offset = members.mean(axis=(1, 2))
+        scale = np.abs(members - offset[:, None, None, :]).max(axis=(1, 2, 3))
+        return offset, np.maximum(scale, np.finfo(np.float32).tiny)
+    if settings.minimum is None:
+        minimum, maximum = coordinate_range(members)
+    else:
+        minimum, maximum = settings.minimum, settings.maximum
+    # min-max to [-1, 1]: y = 2 (x - min) / (max - min) - 1 = (x - (min + max) / 2) / ((max - min) / 2)
+    offset = np.full((n_groups, 3), (minimum + maximum) / 2)
+    scale = np.full(n_groups, max((maximum - minimum) / 2, np.finfo(np.float32).tiny))
+    return offset, scale
+
+
+def group(
+    tractogram: StatefulTractogram,
+    settings: GroupingSettings = GroupingSettings(),
+    *,
+    subject: str = "",
+    name: str = "",
+    path: str | os.PathLike = "",
+) -> GroupedBundles:
+    """Resample and group the streamlines of one tractogram (one bundle).
+
+    Parameters
+    ----------
+    tractogram : dipy.io.stateful_tractogram.StatefulTractogram
+        Converted in place to RASMM space and voxel-centre origin (as :func:`tractvq.io.load`
+        returns it).
+    settings : GroupingSettings, optional
+        Preprocessing; for ``global`` normalisation without ``minimum``/``maximum``, the
+        range is fitted to this tractogram alone.
+    subject, name : str, optional
+        Labels stored with the groups.
+    path : str or os.PathLike, optional
+        The source file, used in error messages and stored with the groups.
+
+    Returns
+    -------
+    GroupedBundles
+
+    Raises
+    ------
+    TractogramError
+        See :func:`resample`.
+    """
+    tractogram.to_rasmm()
+    tractogram.to_center()
+    points = resample(tractogram, settings.n_points, source=path or name or None)
+    source = BundleSource(
+        subject=subject,
+        name=name,
+        path=os.fspath(path),
+        n_streamlines=len(points),
+        space_attributes=tuple(tractogram.space_attributes),
+    )
+    return group_streamlines(points, settings, source=source)
+
+
+@dataclass
+class GroupedBundles:
+    """Groups of streamlines of one or more bundles, with everything needed to undo them.
+
+    Attributes
+    ----------
+    data : ndarray, shape (G, 3, S, P), float32
+        Normalised groups, the model's input.
+    bundle_index : ndarray, shape (G,), int64
+        Index into ``sources`` of each group's bundle.
+    streamline_index : ndarray, shape (G, S), int64
+        Index of each row's streamline in its bundle's source.
+    mask : ndarray, shape (G, S), bool
+        True for the one row of each source streamline that decoding returns (rows that
+        complete a short group repeat a streamline and are False).
+    flipped : ndarray, shape (G, S), bool
+        Rows stored in reverse point order.
+    offset : ndarray, shape (G, 3), float64
+    scale : ndarray, shape (G,), float64
+        Normalisation: millimetres = ``data * scale + offset``.
+    sources : list of BundleSource
+        One per bundle.
+    settings : GroupingSettings
+        The preprocessing that made the groups.
+    """
+
+    data: np.ndarray
+    bundle_index: np.ndarray
+    streamline_index: np.ndarray
+    mask: np.ndarray
+    flipped: np.ndarray
+    offset: np.ndarray
+    scale: np.ndarray
+    sources: list[BundleSource]
+    settings: GroupingSettings
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def bundle_names(self) -> list[str]:
+        """Name of each bundle, in ``sources`` order."""
+        return [source.name for source in self.sources]
+
+    def denormalize(self, data: np.ndarray | None = None) -> np.ndarray:
+        """Groups in millimetres, in stored row order and orientation.
+
+        Parameters
+        ----------
+        data : ndarray, shape (G, 3, S, P), optional
+            Normalised groups (e.g. a model's reconstruction); default ``self.data``.
+
+        Returns
+        -------
+        ndarray, shape (G, S, P, 3), float64
+        """
+        data = self.data if data is None else np.asarray(data)
+        if data.shape != self.data.shape:
+            raise ValueError(f"expected groups of shape {self.data.shape}, got {data.shape}")
+        points = data.transpose(0, 2, 3, 1).astype(np.float64)
+        return points * self.scale[:, None, None, None] + self.offset[:, None, None, :]
+
+    def to_streamlines(self, data: np.ndarray | None = None) -> list[np.ndarray]:
+        """The streamlines of each bundle in the source order, orientation and space.
+
+        Parameters
+        ----------
+        data : ndarray, shape (G, 3, S, P), optional
+            Normalised groups to decode; default ``self.data`` (the identity round trip).
+
+        Returns
+        -------
+        list of ndarray, shape (N_b, P, 3), float64
+            One array per bundle of ``sources``, in millimetres (RASMM).
+        """
+        points = self.denormalize(data)
+        points = np.where(self.flipped[..., None, None], points[:, :, ::-1], points)
+        bundles = []
+        for index, source in enumerate(self.sources):
+            rows = (self.bundle_index[:, None] == index) & self.mask
+            streamlines = np.empty((source.n_streamlines, points.shape[2], 3))
+            streamlines[self.streamline_index[rows]] = points[rows]
+            bundles.append(streamlines)
+        return bundles
+
+    def to_tractograms(self, data: np.ndarray | None = None) -> list[StatefulTractogram]:
+        """Decoded bundles as tractograms in their source space, ready for :func:`tractvq.io.save`.
+
+        Parameters
+        ----------
+        data : ndarray, shape (G, 3, S, P), optional
+            Normalised groups to decode; default ``self.data``.
+
+        Returns
+        -------
+        list of dipy.io.stateful_tractogram.StatefulTractogram
+            One per bundle of ``sources``.
+        """
+        return [
+            make_tractogram(streamlines.astype(np.float32), source.space_attributes)
+            for streamlines, source in zip(self.to_streamlines(data), self.sources)
+        ]
+
+    def select(self, groups: np.ndarray) -> GroupedBundles:
+        """A subset of the groups (e.g. a validation split).
+
+        The result keeps all ``sources``; decoding it is only meaningful for bundles all of
+        whose groups were selected.
+
+        Parameters
+        ----------
+        groups : ndarray of int or bool
+            Group indices or a boolean mask of length G.
+        """
+        return replace(
+            self,
+            **{
+                name: getattr(self, name)[groups]
+                for name in ("data", "bundle_index", "streamline_index", "mask", "flipped", "offset", "scale")
+            },
+        )
+
+    @classmethod
+    def concatenate(cls, parts: list[GroupedBundles]) -> GroupedBundles:
+        """Join groups made with the same settings (e.g. the bundles of a subject).
+
+        Raises
+        ------
+        ValueError
+            If ``parts`` is empty or the parts were made with different settings.
+        """
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        settings = parts[0].settings
+        for part in parts[1:]:
+            if part.settings != settings:
+                raise ValueError(f"cannot join groups made with {part.settings} and {settings}")
+        offsets = np.cumsum([0] + [len(part.sources) for part in parts[:-1]])
+        return cls(
+            data=np.concatenate([part.data for part in parts]),
+            bundle_index=np.concatenate([part.bundle_index + shift for part, shift in zip(parts, offsets)]),
+            streamline_index=np.concatenate([part.streamline_index for part in parts]),
+            mask=np.concatenate([part.mask for part in parts]),
+            flipped=np.concatenate([part.flipped for part in parts]),
+            offset=np.concatenate([part.offset for part in parts]),
+            scale=np.concatenate([part.scale for part in parts]),
+            sources=[source for part in parts for source in part.sources],
+            settings=settings,
+        )
+
+    def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
+        """Write to an uncompressed ``.npz`` file (no pickle), atomically.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Output ``.npz`` file.
+        force : bool, optional
+            Replace an existing file.
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        metadata = {
+            "format_version": _FORMAT_VERSION,
+            "settings": asdict(self.settings),
+            "sources": [
+                {key: getattr(source, key) for key in ("subject", "name", "path", "n_streamlines")}
+                | {"voxel_order": source.space_attributes[3]}
+                for source in self.sources
+            ],
+        }
+        with atomic_output(path, force=force) as temporary:
+            np.savez(
+                temporary,
+                metadata=np.array(json.dumps(metadata)),
+                data=self.data,
+                bundle_index=self.bundle_index,
+                streamline_index=self.streamline_index,
+                mask=self.mask,
+                flipped=self.flipped,
+                offset=self.offset,
+                scale=self.scale,
+                affines=np.stack([source.space_attributes[0] for source in self.sources]),
+                dimensions=np.stack([source.space_attributes[1] for source in self.sources]),
+                voxel_sizes=np.stack([source.space_attributes[2] for source in self.sources]),
+            )
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> GroupedBundles:
+        """Read a file written by :meth:`save`.
+
+        Raises
+        ------
+        TractogramError
+            If the file is missing, not such a file, or inconsistent.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise TractogramError(path, "no such file")
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
+            metadata = json.loads(str(arrays.pop("metadata")))
+            sources = [
+                BundleSource(
+                    subject=entry["subject"],
+                    name=entry["name"],
+                    path=entry["path"],
+                    n_streamlines=entry["n_streamlines"],
+                    space_attributes=(affine, dimensions, voxel_sizes, entry["voxel_order"]),
+                )
+                for entry, affine, dimensions, voxel_sizes in zip(
+                    metadata["sources"],
+                    arrays.pop("affines"),
+                    arrays.pop("dimensions"),
+                    arrays.pop("voxel_sizes"),
+                )
+            ]
+            grouped = cls(**arrays, sources=sources, settings=GroupingSettings(**metadata["settings"]))
+        except (KeyError, TypeError, ValueError, OSError) as error:
+            raise TractogramError(path, f"not a tractvq groups file ({error})") from error
+        grouped.validate(path)
+        return grouped
+
+    def validate(self, path: str | os.PathLike | None = None) -> None:
+        """Check that the arrays agree with each other and that every source streamline has
+        exactly one unmasked row.
+
+        Raises
+        ------
+        TractogramError
+            Naming ``path`` and the inconsistency.
+        """
+        n_groups = len(self.data)
+        expected = {
+            "bundle_index": (n_groups,),
+            "streamline_index": (n_groups, self.settings.group_size),
+            "mask": (n_groups, self.settings.group_size),
+            "flipped": (n_groups, self.settings.group_size),
+            "offset": (n_groups, 3),
+            "scale": (n_groups,),
+        }
+        if self.data.shape[1:] != (3, self.settings.group_size, self.settings.n_points):
+            raise TractogramError(path, f"groups have shape {self.data.shape[1:]}, settings disagree")
+        for name, shape in expected.items():
+            if getattr(self, name).shape != shape:
+                raise TractogramError(path, f"{name} has shape {getattr(self, name).shape}, expected {shape}")
+        for index, source in enumerate(self.sources):
+            rows = (self.bundle_index[:, None] == index) & self.mask
+            counts = np.bincount(self.streamline_index[rows], minlength=source.n_streamlines)
+            if len(counts) != source.n_streamlines or not np.all(counts == 1):
+                raise TractogramError(
+                    path, f"bundle {source.name!r}: not every streamline has exactly one row"
+                )

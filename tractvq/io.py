@@ -1,0 +1,479 @@
+"""Reading and writing tractograms, and finding them in a dataset.
+
+All tractogram I/O goes through DIPY's :func:`~dipy.io.streamline.load_tractogram` and
+:func:`~dipy.io.streamline.save_tractogram`; tractvq adds what a user needs around them:
+
+* one exception type, :class:`~tractvq.errors.TractogramError`, naming the file and the
+  problem, where DIPY would log an error and return ``False`` or let a low-level error out;
+* loading files that fail DIPY's bounding-box check (real files often do; :func:`summarize`
+  reports how many streamlines leave the volume);
+* atomic writes that never overwrite silently;
+* discovery of the TractoInferno layout ``sub-*/tractography/sub-*__<BUNDLE>.trk``;
+* the published VQ-Diff arrays (``.npy`` of shape ``(N, 3, P)``) as a third source.
+
+Every tractogram is returned as a :class:`~dipy.io.stateful_tractogram.StatefulTractogram`
+in RASMM space (millimetres, NIfTI voxel-centre origin).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import struct
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from dipy.io.stateful_tractogram import Origin, Space, StatefulTractogram
+from dipy.io.streamline import load_tractogram, save_tractogram
+from dipy.io.utils import get_reference_info
+from nibabel.streamlines.tractogram_file import DataError, HeaderError
+
+from tractvq.errors import TractogramError
+from tractvq.outputs import atomic_output
+
+__all__ = [
+    "TRACTOGRAM_EXTENSIONS",
+    "ARRAY_EXTENSION",
+    "ARRAY_MM_PER_UNIT",
+    "SpaceAttributes",
+    "TractogramRecord",
+    "load",
+    "load_array",
+    "array_to_tractogram",
+    "save",
+    "read_space_attributes",
+    "make_tractogram",
+    "find_tractograms",
+    "read_record",
+]
+
+#: Tractogram formats DIPY reads and writes, by extension.
+TRACTOGRAM_EXTENSIONS = (".trk", ".tck", ".trx", ".vtk", ".vtp", ".fib", ".dpy")
+#: Formats that carry their own spatial reference.
+SELF_REFERENCED_EXTENSIONS = (".trk", ".trx")
+#: Extension of the published VQ-Diff arrays, shape ``(N, 3, P)``.
+ARRAY_EXTENSION = ".npy"
+#: Millimetres per unit assumed for the published arrays. The paper min-max scaled all
+#: coordinates of its training set to [-1, 1] and did not publish the two numbers; one unit
+#: is about half the extent of a brain. See ``data/README.md``.
+ARRAY_MM_PER_UNIT = 100.0
+#: Reference grid for the published arrays: 1 mm voxels, 256^3, centred on the origin, so
+#: that mm = ARRAY_MM_PER_UNIT * units lies inside it.
+_ARRAY_GRID_SIZE = 256
+
+_TRACTOINFERNO_NAME = re.compile(r"^(?P<subject>sub-[^_]+)__(?P<bundle>.+)$")
+_READ_ERRORS = (
+    nib.spatialimages.HeaderDataError,
+    DataError,
+    HeaderError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    OSError,
+    EOFError,
+    struct.error,
+    zipfile.BadZipFile,
+)
+
+SpaceAttributes = tuple[np.ndarray, np.ndarray, np.ndarray, str]
+"""``(affine, dimensions, voxel_sizes, voxel_order)`` as DIPY's ``space_attributes``."""
+
+
+@dataclass(frozen=True)
+class TractogramRecord:
+    """One tractogram found in a dataset.
+
+    Attributes
+    ----------
+    subject : str
+        Subject identifier (``sub-XXXX`` in the TractoInferno layout, else the name of the
+        folder holding the file).
+    bundle : str
+        Bundle name (``<BUNDLE>`` of ``sub-XXXX__<BUNDLE>.trk``, else the file stem).
+    path : pathlib.Path
+        The file.
+    """
+
+    subject: str
+    bundle: str
+    path: Path
+
+
+def _extension(path: Path) -> str:
+    return path.suffix.lower()
+
+
+@contextlib.contextmanager
+def _dipy_log_messages() -> Iterator[list[str]]:
+    """Collect what DIPY logs at error level while it works, to put it in our message."""
+    messages: list[str] = []
+
+    class _Collector(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger = logging.getLogger("dipy")
+    handler = _Collector(level=logging.ERROR)
+    logger.addHandler(handler)
+    previous_propagate = logger.propagate
+    logger.propagate = False
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = previous_propagate
+
+
+def _check_input_file(path: Path, extensions: tuple[str, ...]) -> None:
+    if not path.exists():
+        raise TractogramError(path, "no such file")
+    if path.is_dir():
+        raise TractogramError(path, "is a folder, not a tractogram file")
+    if _extension(path) not in extensions:
+        raise TractogramError(
+            path,
+            f"unsupported extension {path.suffix!r} (supported: {', '.join(extensions)})",
+        )
+
+
+def read_space_attributes(reference: str | os.PathLike) -> SpaceAttributes:
+    """Read the spatial reference of a NIfTI image, a ``.trk`` or a ``.trx`` file.
+
+    Parameters
+    ----------
+    reference : str or os.PathLike
+        ``.nii``, ``.nii.gz``, ``.trk`` or ``.trx`` file.
+
+    Returns
+    -------
+    tuple
+        ``(affine, dimensions, voxel_sizes, voxel_order)``.
+
+    Raises
+    ------
+    TractogramError
+        If the file is missing, of another kind, or unreadable.
+    """
+    path = Path(reference)
+    if not path.exists():
+        raise TractogramError(path, "reference file: no such file")
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz", ".trk", ".trx")):
+        raise TractogramError(
+            path, "a reference must be a NIfTI image (.nii, .nii.gz), a .trk or a .trx file"
+        )
+    try:
+        return get_reference_info(str(path))
+    except _READ_ERRORS as error:
+        raise TractogramError(path, f"cannot read the reference ({error})") from error
+
+
+def load(path: str | os.PathLike, reference: str | os.PathLike | None = None) -> StatefulTractogram:
+    """Load a tractogram with DIPY into RASMM space.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.trk``, ``.tck``, ``.trx``, ``.vtk``, ``.vtp``, ``.fib`` or ``.dpy`` file.
+    reference : str or os.PathLike, optional
+        The spatial reference (NIfTI image, ``.trk`` or ``.trx``). Required for formats that
+        carry none (everything but ``.trk`` and ``.trx``); for those two, the file's own
+        header is used when it is not given.
+
+    Returns
+    -------
+    dipy.io.stateful_tractogram.StatefulTractogram
+        In RASMM space, NIfTI origin. Streamlines outside the reference volume are kept:
+        see :func:`tractvq.summary.summarize` for their count.
+
+    Raises
+    ------
+    TractogramError
+        If the file is missing, has an unknown extension, needs a reference that was not
+        given, or cannot be read (corrupt, truncated, bad header).
+    """
+    path = Path(path)
+    _check_input_file(path, TRACTOGRAM_EXTENSIONS)
+    extension = _extension(path)
+    if reference is None:
+        if extension not in SELF_REFERENCED_EXTENSIONS:
+            raise TractogramError(
+                path,
+                f"{extension} files carry no spatial reference; pass reference= (--reference)"
+                " with a NIfTI image or a .trk file in the same space",
+            )
+        dipy_reference = "same"
+    else:
+        read_space_attributes(reference)
+        dipy_reference = str(reference)
+    with _dipy_log_messages() as messages:
+        try:
+            tractogram = load_tractogram(
+                str(path),
+                dipy_reference,
+                to_space=Space.RASMM,
+                to_origin=Origin.NIFTI,
+                bbox_valid_check=False,
+            )
+        except _READ_ERRORS as error:
+            raise TractogramError(
+                path, f"cannot read this {extension} file ({type(error).__name__}: {error})"
+            ) from error
+    if tractogram is False:
+        detail = "; ".join(messages) or "DIPY refused it"
+        raise TractogramError(path, f"cannot load this {extension} file: {detail}")
+    _check_streamline_count(path, len(tractogram.streamlines))
+    return tractogram
+
+
+def _check_streamline_count(path: Path, loaded: int) -> None:
+    """Catch truncated files that nibabel reads without complaint (fewer streamlines)."""
+    if _extension(path) not in (".trk", ".tck"):
+        return
+    header = nib.streamlines.load(str(path), lazy_load=True).header
+    announced = header.get(nib.streamlines.Field.NB_STREAMLINES)
+    if announced is not None and int(announced) > 0 and int(announced) != loaded:
+        raise TractogramError(
+            path,
+            f"the header announces {int(announced)} streamlines but the file holds {loaded}"
+            " (truncated or corrupt file)",
+        )
+
+
+def array_reference(mm_per_unit: float = ARRAY_MM_PER_UNIT) -> SpaceAttributes:
+    """The reference grid given to the published arrays.
+
+    Parameters
+    ----------
+    mm_per_unit : float, optional
+        Millimetres per array unit.
+
+    Returns
+    -------
+    tuple
+        ``(affine, dimensions, voxel_sizes, voxel_order)``: 1 mm voxels, RAS, a grid that
+        holds ``[-mm_per_unit, mm_per_unit]`` (at least 256 voxels) centred on the origin.
+    """
+    size = max(_ARRAY_GRID_SIZE, 2 * int(np.ceil(mm_per_unit)) + 2)
+    affine = np.eye(4)
+    affine[:3, 3] = -size / 2
+    return affine, np.array([size] * 3, dtype=np.int16), np.ones(3, np.float32), "RAS"
+
+
+def make_tractogram(streamlines, space_attributes: SpaceAttributes) -> StatefulTractogram:
+    """Build a RASMM :class:`StatefulTractogram` from streamlines and a stored reference.
+
+    Parameters
+    ----------
+    streamlines : sequence of ndarray (n_i, 3) or ndarray (N, P, 3)
+        Coordinates in millimetres (RASMM).
+    space_attributes : tuple
+        ``(affine, dimensions, voxel_sizes, voxel_order)`` of the reference.
+
+    Returns
+    -------
+    dipy.io.stateful_tractogram.StatefulTractogram
+    """
+    affine, dimensions, voxel_sizes, voxel_order = space_attributes
+    header = {
+        "magic_number": b"TRACK",
+        "voxel_to_rasmm": np.asarray(affine, dtype=np.float64),
+        "dimensions": np.asarray(dimensions, dtype=np.int16),
+        "voxel_sizes": np.asarray(voxel_sizes, dtype=np.float32),
+        "voxel_order": str(voxel_order),
+    }
+    return StatefulTractogram(list(streamlines), header, Space.RASMM, origin=Origin.NIFTI)
+
+
+def array_to_tractogram(
+    array: np.ndarray, *, mm_per_unit: float = ARRAY_MM_PER_UNIT
+) -> StatefulTractogram:
+    """Turn a published VQ-Diff array into a tractogram in millimetres.
+
+    Parameters
+    ----------
+    array : ndarray, shape (N, 3, P)
+        Streamlines as xyz-by-points, in the paper's normalised units.
+    mm_per_unit : float, optional
+        Millimetres per unit (the paper's scale was not published; see
+        :data:`ARRAY_MM_PER_UNIT`).
+
+    Returns
+    -------
+    dipy.io.stateful_tractogram.StatefulTractogram
+        RASMM coordinates ``mm_per_unit * array`` on the grid of :func:`array_reference`.
+    """
+    points = np.ascontiguousarray(np.transpose(array, (0, 2, 1)), dtype=np.float32)  # (N, P, 3)
+    return make_tractogram(points * np.float32(mm_per_unit), array_reference(mm_per_unit))
+
+
+def load_array(
+    path: str | os.PathLike, *, mm_per_unit: float = ARRAY_MM_PER_UNIT
+) -> StatefulTractogram:
+    """Load a published VQ-Diff array file (``.npy``, shape ``(N, 3, P)``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.npy`` file.
+    mm_per_unit : float, optional
+        Millimetres per unit, see :func:`array_to_tractogram`.
+
+    Returns
+    -------
+    dipy.io.stateful_tractogram.StatefulTractogram
+
+    Raises
+    ------
+    TractogramError
+        If the file is missing, not a NumPy array file, holds objects (pickles are never
+        loaded), or does not have the shape ``(N, 3, P)`` with ``P >= 2``.
+    """
+    path = Path(path)
+    _check_input_file(path, (ARRAY_EXTENSION,))
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise TractogramError(path, f"cannot read this .npy file ({error})") from error
+    if array.ndim != 3 or array.shape[1] != 3 or array.shape[2] < 2:
+        raise TractogramError(
+            path, f"expected an array of shape (N, 3, P) with P >= 2, got {array.shape}"
+        )
+    if not np.issubdtype(array.dtype, np.floating):
+        raise TractogramError(path, f"expected floating-point coordinates, got {array.dtype}")
+    return array_to_tractogram(array, mm_per_unit=mm_per_unit)
+
+
+def save(
+    tractogram: StatefulTractogram, path: str | os.PathLike, *, force: bool = False
+) -> Path:
+    """Write a tractogram with DIPY, atomically.
+
+    Parameters
+    ----------
+    tractogram : dipy.io.stateful_tractogram.StatefulTractogram
+        What to write; its own reference is used.
+    path : str or os.PathLike
+        Output file; the extension picks the format (see :data:`TRACTOGRAM_EXTENSIONS`).
+    force : bool, optional
+        Replace an existing file.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+
+    Raises
+    ------
+    OutputError
+        If the file exists and ``force`` is false, or its folder is missing or not writable.
+    TractogramError
+        If the extension is not a tractogram format or DIPY cannot write the file.
+    """
+    path = Path(path)
+    if _extension(path) not in TRACTOGRAM_EXTENSIONS:
+        raise TractogramError(
+            path,
+            f"unsupported extension {path.suffix!r} (supported: {', '.join(TRACTOGRAM_EXTENSIONS)})",
+        )
+    with atomic_output(path, force=force) as temporary, _dipy_log_messages() as messages:
+        written = save_tractogram(tractogram, str(temporary), bbox_valid_check=False)
+        if written is False:
+            detail = "; ".join(messages) or "DIPY refused it"
+            raise TractogramError(path, f"cannot write this tractogram: {detail}")
+    return path
+
+
+def _record_for_file(path: Path) -> TractogramRecord:
+    match = _TRACTOINFERNO_NAME.match(path.name[: -len(path.suffix)] if path.suffix else path.name)
+    if match:
+        return TractogramRecord(match["subject"], match["bundle"], path)
+    return TractogramRecord(path.parent.resolve().name, path.stem, path)
+
+
+def _is_input_file(path: Path) -> bool:
+    return path.is_file() and _extension(path) in TRACTOGRAM_EXTENSIONS + (ARRAY_EXTENSION,)
+
+
+def find_tractograms(*paths: str | os.PathLike) -> list[TractogramRecord]:
+    """Find the tractograms under dataset roots, subject folders, plain folders or files.
+
+    The TractoInferno layout ``sub-*/tractography/sub-*__<BUNDLE>.<ext>`` is searched at any
+    depth below a folder (a dataset root with ``trainset/`` ``validset/`` ``testset/``, one
+    split folder, or one subject folder). A folder without that layout is read as a plain
+    folder of tractograms (and ``.npy`` arrays), one bundle per file named by its stem.
+
+    Parameters
+    ----------
+    *paths : str or os.PathLike
+        Files or folders.
+
+    Returns
+    -------
+    list of TractogramRecord
+        Sorted by subject, then bundle, for each path in turn.
+
+    Raises
+    ------
+    TractogramError
+        If a path does not exist or a folder holds no tractogram.
+    """
+    records: list[TractogramRecord] = []
+    for given in paths:
+        path = Path(given)
+        if not path.exists():
+            raise TractogramError(path, "no such file or folder")
+        if path.is_file():
+            _check_input_file(path, TRACTOGRAM_EXTENSIONS + (ARRAY_EXTENSION,))
+            records.append(_record_for_file(path))
+            continue
+        found = [
+            _record_for_file(file)
+            for file in path.rglob("sub-*__*")
+            if file.parent.name == "tractography" and _is_input_file(file)
+        ]
+        if not found:
+            found = [_record_for_file(file) for file in path.iterdir() if _is_input_file(file)]
+        if not found:
+            raise TractogramError(
+                path,
+                "no tractography found (expected sub-*/tractography/sub-*__<BUNDLE>.trk"
+                f" below it, or files with extensions {', '.join(TRACTOGRAM_EXTENSIONS)}"
+                f" or {ARRAY_EXTENSION} in it)",
+            )
+        records.extend(sorted(found, key=lambda record: (record.subject, record.bundle)))
+    return records
+
+
+def read_record(
+    record: TractogramRecord | str | os.PathLike,
+    reference: str | os.PathLike | None = None,
+    *,
+    mm_per_unit: float = ARRAY_MM_PER_UNIT,
+) -> StatefulTractogram:
+    """Load a tractogram or a published array file, whichever the extension says.
+
+    Parameters
+    ----------
+    record : TractogramRecord or str or os.PathLike
+        What to read.
+    reference : str or os.PathLike, optional
+        See :func:`load`; ignored for ``.npy`` arrays.
+    mm_per_unit : float, optional
+        See :func:`load_array`; used for ``.npy`` arrays only.
+
+    Returns
+    -------
+    dipy.io.stateful_tractogram.StatefulTractogram
+    """
+    path = record.path if isinstance(record, TractogramRecord) else Path(record)
+    if _extension(path) == ARRAY_EXTENSION:
+        return load_array(path, mm_per_unit=mm_per_unit)
+    return load(path, reference)
