@@ -148,7 +148,11 @@ class BundleSource:
 def resample(
     tractogram: StatefulTractogram, n_points: int = 64, *, source: str | os.PathLike | None = None
 ) -> np.ndarray:
-    """Resample every streamline to ``n_points`` equally spaced points.
+    """Resample every streamline to ``n_points`` points equally spaced along it.
+
+    Streamlines that already have ``n_points`` points are kept as they are, so resampling
+    is idempotent: a decoded bundle written to disk and read again gives the same groups,
+    and arrays resampled by another tool (the published VQ-Diff arrays) are not moved.
 
     Parameters
     ----------
@@ -184,8 +188,19 @@ def resample(
     steps[starts[1:] - 1] = 0.0  # no step between the end of one streamline and the next
     arc_lengths = np.add.reduceat(np.append(steps, 0.0), starts)
     _reject(source, arc_lengths <= 0, "have zero length (all points identical)")
-    resampled = set_number_of_points(streamlines, nb_points=int(n_points))
-    return np.asarray(resampled.get_data(), dtype=np.float32).reshape(count, int(n_points), 3)
+    n_points = int(n_points)
+    resampled = np.empty((count, n_points, 3), dtype=np.float32)
+    kept = lengths == n_points
+    if kept.any():
+        resampled[kept] = points.reshape(-1, 3)[
+            starts[kept][:, None] + np.arange(n_points)
+        ]
+    if not kept.all():
+        moved = streamlines if not kept.any() else streamlines[np.flatnonzero(~kept)]
+        resampled[~kept] = np.asarray(
+            set_number_of_points(moved, nb_points=n_points).get_data()
+        ).reshape(-1, n_points, 3)
+    return resampled
 
 
 def _reject(source, bad: np.ndarray, problem: str) -> None:

@@ -1,0 +1,51 @@
+"""The ``tractvq`` command group.
+
+Each command parses its options, checks paths, calls one library function and writes its
+result. Heavy imports (DIPY, torch) happen inside commands, so ``tractvq --help`` and
+``tractvq --version`` are instant. A :class:`~tractvq.errors.TractvqError` becomes one line on
+stderr and exit status 2; ``--verbose`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from tractvq._version import __version__
+from tractvq.cli.info import info
+from tractvq.cli.prepare import prepare
+
+
+class _Group(click.Group):
+    """A click group that turns tractvq's errors into one line on stderr and exit status 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ValueError as error:
+            from tractvq.errors import TractvqError
+
+            if not isinstance(error, TractvqError) or ctx.meta.get("tractvq.verbose"):
+                raise
+            click.echo(f"Error: {error}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="tractvq")
+@click.option("--verbose", "-v", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """Encode white-matter bundles of tractography streamlines with vector-quantized
+    autoencoders."""
+    ctx.meta["tractvq.verbose"] = verbose
+
+
+cli.add_command(info)
+cli.add_command(prepare)
+
+
+def main() -> None:
+    """Entry point of the ``tractvq`` console script."""
+    cli(prog_name="tractvq")

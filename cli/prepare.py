@@ -1,0 +1,64 @@
+"""``tractvq prepare``: tractograms to a training cache."""
+
+from __future__ import annotations
+
+import click
+
+from tractvq.cli.options import force_option, reference_option
+
+
+@click.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path())
+@click.option("--output", "-o", required=True, type=click.Path(), help="Cache folder to create.")
+@reference_option
+@click.option("--points", "n_points", default=64, show_default=True, help="Points per streamline.")
+@click.option("--group-size", default=64, show_default=True, help="Streamlines per group.")
+@click.option(
+    "--grouping",
+    type=click.Choice(["spatial", "sequential", "random"]),
+    default="spatial",
+    show_default=True,
+    help="Which streamlines share a group.",
+)
+@click.option("--orient/--no-orient", default=True, show_default=True, help="Make the streamlines of a group run the same way.")
+@click.option("--order/--no-order", default=True, show_default=True, help="Sort the streamlines of a group canonically.")
+@click.option(
+    "--normalization",
+    type=click.Choice(["group", "global"]),
+    default="group",
+    show_default=True,
+    help="Per-group centre and scale, or global min-max to [-1, 1].",
+)
+@click.option("--range", "coordinate_range", type=(float, float), default=None, help="MIN MAX in mm of the global normalisation (default: fitted to the data).")
+@click.option("--paper", is_flag=True, help="The published preprocessing: sequential groups, no orient/order, global normalisation.")
+@click.option("--mm-per-unit", default=100.0, show_default=True, help="Scale of published .npy arrays.")
+@click.option("--validation-fraction", default=0.1, show_default=True, help="Held-out fraction of subjects (or of groups for one subject).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random grouping and of the split.")
+@force_option
+def prepare(
+    sources, output, reference, n_points, group_size, grouping, orient, order, normalization,
+    coordinate_range, paper, mm_per_unit, validation_fraction, seed, force,
+) -> None:
+    """Turn tractograms into a training cache folder (groups, labels, split).
+
+    SOURCES are TractoInferno roots, split or subject folders, plain folders or files.
+    """
+    from dataclasses import replace
+
+    from tractvq.bundles import PAPER_SETTINGS, GroupingSettings
+    from tractvq.cache import prepare as prepare_cache
+
+    if paper:
+        settings = replace(PAPER_SETTINGS, n_points=n_points, group_size=group_size, seed=seed)
+    else:
+        settings = GroupingSettings(
+            n_points=n_points, group_size=group_size, strategy=grouping, orient=orient,
+            order=order, normalization=normalization, seed=seed,
+        )
+    if coordinate_range is not None:
+        settings = replace(settings, minimum=coordinate_range[0], maximum=coordinate_range[1])
+    path = prepare_cache(
+        sources, output, settings, reference=reference, mm_per_unit=mm_per_unit,
+        validation_fraction=validation_fraction, seed=seed, force=force,
+    )
+    click.echo(f"wrote {path}")

@@ -1,0 +1,47 @@
+"""tractvq: vector-quantized autoencoders for whole white-matter bundles.
+
+The public API is imported lazily, so ``import tractvq`` (and ``tractvq --help``) stays
+fast; ``tractvq.load`` etc. import DIPY on first use.
+
+The data flow, one function per arrow::
+
+    path --load--> StatefulTractogram --group--> GroupedBundles (G, 3, S, P)
+         --GroupedBundles.to_tractograms--> StatefulTractogram --save--> path
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from tractvq._version import __version__
+
+_PUBLIC = {
+    "TractvqError": "tractvq.errors",
+    "TractogramError": "tractvq.errors",
+    "OutputError": "tractvq.errors",
+    "load": "tractvq.io",
+    "load_array": "tractvq.io",
+    "save": "tractvq.io",
+    "find_tractograms": "tractvq.io",
+    "TractogramRecord": "tractvq.io",
+    "GroupingSettings": "tractvq.bundles",
+    "PAPER_SETTINGS": "tractvq.bundles",
+    "GroupedBundles": "tractvq.bundles",
+    "resample": "tractvq.bundles",
+    "group": "tractvq.bundles",
+    "summarize": "tractvq.summary",
+    "prepare": "tractvq.cache",
+    "load_cache": "tractvq.cache",
+}
+
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'tractvq' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

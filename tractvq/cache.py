@@ -1,0 +1,239 @@
+"""The training cache: every group of a dataset, its labels and its split, on disk.
+
+A cache is a folder written by :func:`prepare`:
+
+``groups.npz``
+    All groups as one :class:`~tractvq.bundles.GroupedBundles` (see its ``save``).
+``labels.npz``
+    Per group: ``subject`` and ``bundle`` label (indices into the name lists of the
+    manifest) and ``validation`` (bool).
+``manifest.json``
+    Settings, split, subjects and bundles with their counts, and the sources.
+
+Nothing in it is pickled; :func:`load_cache` reads it back as a :class:`TrainingCache`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from tractvq import __version__
+from tractvq.bundles import GroupedBundles, GroupingSettings, coordinate_range, group, resample
+from tractvq.errors import TractogramError
+from tractvq.io import ARRAY_MM_PER_UNIT, find_tractograms, read_record
+from tractvq.outputs import atomic_output, check_output
+
+__all__ = ["TrainingCache", "prepare", "load_cache", "split_groups"]
+
+_CACHE_FORMAT = "tractvq-cache"
+_CACHE_VERSION = 1
+
+
+@dataclass
+class TrainingCache:
+    """A prepared dataset.
+
+    Attributes
+    ----------
+    groups : GroupedBundles
+        Every group of every bundle of every subject.
+    subject_names, bundle_names : list of str
+        Label vocabularies (sorted).
+    subject_labels, bundle_labels : ndarray, shape (G,), int64
+        Each group's subject and bundle, as indices into the vocabularies.
+    validation : ndarray, shape (G,), bool
+        The validation split.
+    manifest : dict
+        The content of ``manifest.json``.
+    """
+
+    groups: GroupedBundles
+    subject_names: list[str]
+    bundle_names: list[str]
+    subject_labels: np.ndarray
+    bundle_labels: np.ndarray
+    validation: np.ndarray
+    manifest: dict
+
+    @property
+    def settings(self) -> GroupingSettings:
+        """The preprocessing the groups were made with."""
+        return self.groups.settings
+
+    def split(self, name: str) -> GroupedBundles:
+        """The ``"train"`` or ``"validation"`` groups."""
+        if name not in ("train", "validation"):
+            raise ValueError(f"split must be 'train' or 'validation', got {name!r}")
+        return self.groups.select(self.validation if name == "validation" else ~self.validation)
+
+
+def split_groups(
+    subject_labels: np.ndarray, validation_fraction: float, seed: int
+) -> tuple[np.ndarray, str]:
+    """Choose validation groups: whole subjects when there are several, else groups.
+
+    Parameters
+    ----------
+    subject_labels : ndarray, shape (G,)
+        Each group's subject.
+    validation_fraction : float
+        Fraction of subjects (or groups) held out, in [0, 1).
+    seed : int
+        Seed of the choice.
+
+    Returns
+    -------
+    validation : ndarray, shape (G,), bool
+    unit : {"subject", "group"}
+        What was split.
+    """
+    if not 0 <= validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
+    rng = np.random.default_rng(seed)
+    subjects = np.unique(subject_labels)
+    unit, items = ("subject", subjects) if len(subjects) > 1 else ("group", np.arange(len(subject_labels)))
+    count = int(round(validation_fraction * len(items)))
+    if validation_fraction > 0 and len(items) > 1:
+        count = min(max(count, 1), len(items) - 1)
+    chosen = rng.permutation(items)[:count]
+    keys = subject_labels if unit == "subject" else np.arange(len(subject_labels))
+    return np.isin(keys, chosen), unit
+
+
+def prepare(
+    sources: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    settings: GroupingSettings = GroupingSettings(),
+    *,
+    reference: str | os.PathLike | None = None,
+    mm_per_unit: float = ARRAY_MM_PER_UNIT,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Turn tractograms into a training cache folder.
+
+    Parameters
+    ----------
+    sources : sequence of str or os.PathLike
+        TractoInferno roots, split or subject folders, plain folders or files (tractograms
+        or published ``.npy`` arrays), as :func:`tractvq.io.find_tractograms` takes them.
+    output : str or os.PathLike
+        The cache folder to create.
+    settings : GroupingSettings, optional
+        Preprocessing. A ``global`` normalisation without a range gets the range of all
+        sources (read in a first pass).
+    reference : str or os.PathLike, optional
+        Spatial reference for formats without one.
+    mm_per_unit : float, optional
+        Scale of published arrays (see :func:`tractvq.io.load_array`).
+    validation_fraction : float, optional
+        Held-out fraction: of subjects when there are several, else of groups.
+    seed : int, optional
+        Seed of the split.
+    force : bool, optional
+        Replace an existing cache.
+    progress : bool, optional
+        Show a progress bar.
+
+    Returns
+    -------
+    pathlib.Path
+        The cache folder.
+
+    Raises
+    ------
+    TractogramError
+        If a source cannot be found or read, or holds unusable streamlines; nothing is
+        written then.
+    OutputError
+        If ``output`` exists and ``force`` is false, or cannot be written.
+    """
+    check_output(output, force=force)
+    if not 0 <= validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
+    records = find_tractograms(*sources)
+    if settings.normalization == "global" and settings.minimum is None:
+        ranges = [
+            coordinate_range(resample(read_record(record, reference, mm_per_unit=mm_per_unit), settings.n_points, source=record.path))
+            for record in tqdm(records, desc="range", unit="file", disable=not progress)
+        ]
+        settings = replace(settings, minimum=min(r[0] for r in ranges), maximum=max(r[1] for r in ranges))
+    parts = []
+    for record in tqdm(records, desc="grouping", unit="file", disable=not progress):
+        tractogram = read_record(record, reference, mm_per_unit=mm_per_unit)
+        parts.append(group(tractogram, settings, subject=record.subject, name=record.bundle, path=record.path))
+    groups = GroupedBundles.concatenate(parts)
+    subject_names = sorted({record.subject for record in records})
+    bundle_names = sorted({record.bundle for record in records})
+    subject_labels = np.array([subject_names.index(source.subject) for source in groups.sources])[groups.bundle_index]
+    bundle_labels = np.array([bundle_names.index(source.name) for source in groups.sources])[groups.bundle_index]
+    validation, unit = split_groups(subject_labels, validation_fraction, seed)
+    manifest = {
+        "format": _CACHE_FORMAT,
+        "format_version": _CACHE_VERSION,
+        "tractvq_version": __version__,
+        "settings": asdict(settings),
+        "split": {"unit": unit, "validation_fraction": validation_fraction, "seed": seed},
+        "groups": len(groups),
+        "validation_groups": int(validation.sum()),
+        "streamlines": sum(source.n_streamlines for source in groups.sources),
+        "subjects": subject_names,
+        "bundles": bundle_names,
+        "sources": [
+            {"subject": record.subject, "bundle": record.bundle, "path": os.fspath(record.path)}
+            for record in records
+        ],
+    }
+    with atomic_output(output, force=force, directory=True) as folder:
+        groups.save(folder / "groups.npz")
+        np.savez(
+            folder / "labels.npz",
+            subject=subject_labels.astype(np.int64),
+            bundle=bundle_labels.astype(np.int64),
+            validation=validation,
+        )
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return Path(output)
+
+
+def load_cache(path: str | os.PathLike) -> TrainingCache:
+    """Read a cache folder written by :func:`prepare`.
+
+    Raises
+    ------
+    TractogramError
+        If the folder is not a complete tractvq cache.
+    """
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise TractogramError(path, "not a tractvq cache (no manifest.json); make one with `tractvq prepare`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("format") != _CACHE_FORMAT:
+            raise ValueError(f"format is {manifest.get('format')!r}")
+        with np.load(path / "labels.npz", allow_pickle=False) as labels:
+            subject_labels, bundle_labels, validation = labels["subject"], labels["bundle"], labels["validation"]
+    except (OSError, KeyError, ValueError) as error:
+        raise TractogramError(path, f"not a readable tractvq cache ({error})") from error
+    groups = GroupedBundles.load(path / "groups.npz")
+    if not len(subject_labels) == len(bundle_labels) == len(validation) == len(groups):
+        raise TractogramError(path, "labels.npz and groups.npz disagree on the number of groups")
+    return TrainingCache(
+        groups=groups,
+        subject_names=list(manifest["subjects"]),
+        bundle_names=list(manifest["bundles"]),
+        subject_labels=subject_labels,
+        bundle_labels=bundle_labels,
+        validation=validation,
+        manifest=manifest,
+    )
