@@ -48,15 +48,18 @@ def prepare(
     from tractvq.bundles import PAPER_SETTINGS, GroupingSettings
     from tractvq.cache import prepare as prepare_cache
 
-    if paper:
-        settings = replace(PAPER_SETTINGS, n_points=n_points, group_size=group_size, seed=seed)
-    else:
-        settings = GroupingSettings(
-            n_points=n_points, group_size=group_size, strategy=grouping, orient=orient,
-            order=order, normalization=normalization, seed=seed,
-        )
-    if coordinate_range is not None:
-        settings = replace(settings, minimum=coordinate_range[0], maximum=coordinate_range[1])
+    try:
+        if paper:
+            settings = replace(PAPER_SETTINGS, n_points=n_points, group_size=group_size, seed=seed)
+        else:
+            settings = GroupingSettings(
+                n_points=n_points, group_size=group_size, strategy=grouping, orient=orient,
+                order=order, normalization=normalization, seed=seed,
+            )
+        if coordinate_range is not None:
+            settings = replace(settings, minimum=coordinate_range[0], maximum=coordinate_range[1])
+    except ValueError as error:
+        raise click.UsageError(str(error)) from error
     path = prepare_cache(
         sources, output, settings, reference=reference, mm_per_unit=mm_per_unit,
         validation_fraction=validation_fraction, seed=seed, force=force,

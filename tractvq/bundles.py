@@ -14,8 +14,9 @@ and records everything needed to turn (decoded) groups back into the input strea
    its last group; a mask marks the one copy of each streamline that decoding returns.
 3. Canonical orientation: within a group, streamlines whose end-minus-start vector points
    against the group's principal endpoint axis are reversed (and the flip is recorded).
-4. Canonical order within a group: streamlines sorted by their projection on the group's
-   first principal component, so that neighbouring rows of the image are similar.
+4. Canonical order within a group: a nearest-neighbour chain starting from the streamline
+   lowest on the group's first principal component, so that neighbouring rows of the image
+   are similar streamlines.
 5. Normalisation with a recorded inverse ``x = y * scale + offset``: ``group`` (centre of
    the group, largest deviation from it) or ``global`` (the published model's min-max of
    all coordinates to [-1, 1]).
@@ -262,6 +263,27 @@ def _first_component_projection(features: np.ndarray) -> np.ndarray:
     return np.einsum("...ni,...i->...n", centred, _principal_axes(centred))
 
 
+def _chain_order(features: np.ndarray) -> np.ndarray:
+    """Canonical order of the rows of each group ``(G, S, d)``: a nearest-neighbour chain.
+
+    The chain starts at the row lowest on the group's first principal component and each
+    next row is the nearest (in feature space) row not yet taken, so neighbouring rows of
+    the group image are similar streamlines. Returns the ``(G, S)`` permutation.
+    """
+    n_groups, size, _ = features.shape
+    squared_norms = np.einsum("gsi,gsi->gs", features, features)
+    distances = squared_norms[:, :, None] + squared_norms[:, None, :] - 2 * np.einsum("gsi,gti->gst", features, features)
+    groups = np.arange(n_groups)
+    current = _first_component_projection(features).argmin(axis=1)
+    taken = np.zeros((n_groups, size), dtype=bool)
+    order = np.empty((n_groups, size), dtype=np.int64)
+    for position in range(size):
+        order[:, position] = current
+        taken[groups, current] = True
+        current = np.where(taken, np.inf, distances[groups, current]).argmin(axis=1)
+    return order
+
+
 def _spatial_order(points: np.ndarray, group_size: int) -> np.ndarray:
     """Order streamlines so that consecutive runs of ``group_size`` are spatial neighbours.
 
@@ -341,7 +363,7 @@ def group_streamlines(
     flipped = _flips(members) if settings.orient else np.zeros(streamline_index.shape, bool)
     members = np.where(flipped[..., None, None], members[:, :, ::-1], members)
     if settings.order:
-        rows = np.argsort(_first_component_projection(_shape_features(members)), axis=1, kind="stable")
+        rows = _chain_order(_shape_features(members))
         streamline_index, mask, flipped = (
             np.take_along_axis(array, rows, axis=1) for array in (streamline_index, mask, flipped)
         )

@@ -234,15 +234,21 @@ def load(path: str | os.PathLike, reference: str | os.PathLike | None = None) ->
 
 
 def _check_streamline_count(path: Path, loaded: int) -> None:
-    """Catch truncated files that nibabel reads without complaint (fewer streamlines)."""
-    if _extension(path) not in (".trk", ".tck"):
+    """Catch truncated files that nibabel reads without complaint (fewer streamlines).
+
+    Compares the count the header announces (``nb_streamlines`` of .trk, ``count`` of .tck;
+    0 means unknown) with what was read, using nibabel's own header parser.
+    """
+    file_format = nib.streamlines.detect_format(str(path))
+    if file_format is None or _extension(path) not in (".trk", ".tck"):
         return
-    header = nib.streamlines.load(str(path), lazy_load=True).header
-    announced = header.get(nib.streamlines.Field.NB_STREAMLINES)
-    if announced is not None and int(announced) > 0 and int(announced) != loaded:
+    with open(path, "rb") as handle:
+        header = file_format._read_header(handle)
+    announced = int(header.get(nib.streamlines.Field.NB_STREAMLINES) or header.get("count") or 0)
+    if announced > 0 and announced != loaded:
         raise TractogramError(
             path,
-            f"the header announces {int(announced)} streamlines but the file holds {loaded}"
+            f"the header announces {announced} streamlines but the file holds {loaded}"
             " (truncated or corrupt file)",
         )
 

@@ -79,12 +79,15 @@ def atomic_output(
     """
     path = check_output(path, force=force)
     parent = path.parent if str(path.parent) else Path(".")
-    if directory:
-        temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
-    else:
-        handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=parent)
-        os.close(handle)
-        temporary = Path(name)
+    try:
+        if directory:
+            temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+        else:
+            handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=parent)
+            os.close(handle)
+            temporary = Path(name)
+    except OSError as error:
+        raise OutputError(path, f"cannot write in the output folder {parent} ({error.strerror})") from error
     try:
         yield temporary
         _set_default_permissions(temporary)
