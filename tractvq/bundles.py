@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 from dipy.io.stateful_tractogram import StatefulTractogram
+from dipy.tracking.streamline import length as streamline_length
 from dipy.tracking.streamline import set_number_of_points
 
 from tractvq.errors import TractogramError
@@ -181,27 +182,29 @@ def resample(
         raise TractogramError(source, "holds no streamlines")
     lengths = np.asarray(streamlines._lengths)
     _reject(source, lengths < 2, "have fewer than 2 points")
-    points = np.asarray(streamlines.get_data(), dtype=np.float64)
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    finite_points = np.isfinite(points).all(axis=1)
-    _reject(source, np.logical_and.reduceat(finite_points, starts) == 0, "have non-finite coordinates")
-    steps = np.linalg.norm(np.diff(points, axis=0), axis=1)
-    steps[starts[1:] - 1] = 0.0  # no step between the end of one streamline and the next
-    arc_lengths = np.add.reduceat(np.append(steps, 0.0), starts)
+    arc_lengths = np.asarray(streamline_length(streamlines), dtype=np.float64)  # NaN/inf if non-finite
+    _reject(source, ~np.isfinite(arc_lengths), "have non-finite coordinates")
     _reject(source, arc_lengths <= 0, "have zero length (all points identical)")
     n_points = int(n_points)
-    resampled = np.empty((count, n_points, 3), dtype=np.float32)
     kept = lengths == n_points
-    if kept.any():
-        resampled[kept] = points.reshape(-1, 3)[
-            starts[kept][:, None] + np.arange(n_points)
-        ]
+    if not kept.any():
+        return _as_array(set_number_of_points(streamlines, nb_points=n_points), n_points)
+    resampled = np.empty((count, n_points, 3), dtype=np.float32)
+    resampled[kept] = np.asarray([streamlines[index] for index in np.flatnonzero(kept)], dtype=np.float32)
     if not kept.all():
-        moved = streamlines if not kept.any() else streamlines[np.flatnonzero(~kept)]
-        resampled[~kept] = np.asarray(
-            set_number_of_points(moved, nb_points=n_points).get_data()
-        ).reshape(-1, n_points, 3)
+        resampled[~kept] = _as_array(set_number_of_points(streamlines[np.flatnonzero(~kept)], nb_points=n_points), n_points)
     return resampled
+
+
+def _as_array(streamlines, n_points: int) -> np.ndarray:
+    """``(N, n_points, 3)`` float32 from an ArraySequence of streamlines of ``n_points``.
+
+    DIPY's resampling writes a fresh, packed ArraySequence; its buffer is used without the
+    copy ``get_data()`` would make.
+    """
+    packed = np.array_equal(streamlines._offsets, np.arange(len(streamlines)) * n_points)
+    data = streamlines._data if packed and len(streamlines._data) == len(streamlines) * n_points else streamlines.get_data()
+    return np.asarray(data, dtype=np.float32).reshape(len(streamlines), n_points, 3)
 
 
 def _reject(source, bad: np.ndarray, problem: str) -> None:
@@ -235,32 +238,42 @@ def _principal_axes(vectors: np.ndarray) -> np.ndarray:
     centring: this is the axis of a set of directions). Its largest component is positive,
     so the result does not depend on LAPACK's sign choice.
     """
-    second_moment = np.einsum("...ni,...nj->...ij", vectors, vectors)
+    second_moment = np.swapaxes(vectors, -1, -2) @ vectors
     _, eigenvectors = np.linalg.eigh(second_moment)
     axes = eigenvectors[..., -1]
     largest = np.take_along_axis(axes, np.abs(axes).argmax(axis=-1)[..., None], axis=-1)
     return axes * np.where(largest < 0, -1.0, 1.0)
 
 
-def _flips(points: np.ndarray) -> np.ndarray:
-    """Which streamlines of each set ``(..., n, P, 3)`` to reverse so that all run the same
-    way: those whose end-minus-start vector points against the set's principal axis."""
-    chords = points[..., -1, :] - points[..., 0, :]
+def _flips(shapes: np.ndarray) -> np.ndarray:
+    """Which streamlines of each set ``(..., n, k, 3)`` (points along each streamline, first
+    and last being its ends) to reverse so that all run the same way: those whose
+    end-minus-start vector points against the set's principal axis."""
+    chords = shapes[..., -1, :] - shapes[..., 0, :]
     axes = _principal_axes(chords)
     return np.einsum("...ni,...i->...n", chords, axes) < 0
 
 
 def _shape_features(points: np.ndarray) -> np.ndarray:
-    """A few points along each streamline ``(..., P, 3)``, flattened to ``(..., 15)``."""
-    n_points = points.shape[-2]
-    positions = np.round(np.asarray(_FEATURE_FRACTIONS) * (n_points - 1)).astype(int)
-    return points[..., positions, :].reshape(*points.shape[:-2], -1)
+    """Five points ``(N, 5, 3)`` along each streamline ``(N, P, 3)``, float64: the ends, the
+    quarters and the middle, placed symmetrically so that reversing a streamline reverses
+    its features."""
+    n_points = points.shape[1]
+    quarter = int(round((n_points - 1) / 4))
+    middle = (points[:, (n_points - 1) // 2] + points[:, n_points // 2]) / 2.0
+    ends = points[:, [0, quarter, n_points - 1 - quarter, n_points - 1]].astype(np.float64)
+    return np.stack([ends[:, 0], ends[:, 1], middle.astype(np.float64), ends[:, 2], ends[:, 3]], axis=1)
+
+
+def _reversed_where(flips: np.ndarray, shapes: np.ndarray) -> np.ndarray:
+    """``shapes`` (..., k, 3) with the point order reversed where ``flips`` (...) is True."""
+    return np.where(flips[..., None, None], shapes[..., ::-1, :], shapes)
 
 
 def _first_component_projection(features: np.ndarray) -> np.ndarray:
     """Projection of each row of ``(..., n, d)`` on the first principal component of its set."""
     centred = features - features.mean(axis=-2, keepdims=True)
-    return np.einsum("...ni,...i->...n", centred, _principal_axes(centred))
+    return (centred @ _principal_axes(centred)[..., None])[..., 0]
 
 
 def _chain_order(features: np.ndarray) -> np.ndarray:
@@ -275,37 +288,40 @@ def _chain_order(features: np.ndarray) -> np.ndarray:
     distances = squared_norms[:, :, None] + squared_norms[:, None, :] - 2 * np.einsum("gsi,gti->gst", features, features)
     groups = np.arange(n_groups)
     current = _first_component_projection(features).argmin(axis=1)
-    taken = np.zeros((n_groups, size), dtype=bool)
     order = np.empty((n_groups, size), dtype=np.int64)
     for position in range(size):
         order[:, position] = current
-        taken[groups, current] = True
-        current = np.where(taken, np.inf, distances[groups, current]).argmin(axis=1)
+        distances[groups, :, current] = np.inf  # taken: never the nearest again
+        current = distances[groups, current].argmin(axis=1)
     return order
 
 
-def _spatial_order(points: np.ndarray, group_size: int) -> np.ndarray:
+def _spatial_order(shapes: np.ndarray, group_size: int) -> np.ndarray:
     """Order streamlines so that consecutive runs of ``group_size`` are spatial neighbours.
 
     Balanced recursive bisection: a set of ``n`` streamlines is sorted along the first
     principal component of their shape features and cut after ``group_size * (g // 2)``
     streamlines, ``g = ceil(n / group_size)``, so every leaf but the last holds exactly
-    ``group_size`` streamlines. Features are taken after orienting all streamlines along one
-    axis, so a streamline and its reverse get the same place.
+    ``group_size`` streamlines. ``shapes`` are the :func:`_shape_features` ``(N, 5, 3)``,
+    taken after orienting all streamlines along one axis, so a streamline and its reverse
+    get the same place.
     """
-    oriented = np.where(_flips(points)[:, None, None], points[:, ::-1], points)
-    features = _shape_features(oriented.astype(np.float64))
-    order = np.arange(len(points))
-    pending = [(0, len(points))]
-    while pending:
-        low, high = pending.pop()
-        size = high - low
-        if size <= group_size:
-            continue
-        projection = _first_component_projection(features[order[low:high]])
-        order[low:high] = order[low:high][np.argsort(projection, kind="stable")]
-        cut = low + group_size * (-(-size // group_size) // 2)
-        pending.extend([(low, cut), (cut, high)])
+    features = _reversed_where(_flips(shapes), shapes).reshape(len(shapes), -1)
+    order = np.arange(len(shapes))
+    level = [(0, len(shapes))]  # (start, size) of the sets to split, one tree level at a time
+    while level:
+        starts_by_size: dict[int, list[int]] = {}
+        for start, size in level:
+            if size > group_size:
+                starts_by_size.setdefault(size, []).append(start)
+        level = []
+        for size, starts in starts_by_size.items():  # all sets of one size in one batch
+            rows = np.asarray(starts)[:, None] + np.arange(size)  # (M, size)
+            members = order[rows]
+            projection = _first_component_projection(features[members])  # (M, size)
+            order[rows] = np.take_along_axis(members, np.argsort(projection, axis=1, kind="stable"), axis=1)
+            cut = group_size * (-(-size // group_size) // 2)
+            level += [(start, cut) for start in starts] + [(start + cut, size - cut) for start in starts]
     return order
 
 
@@ -352,26 +368,29 @@ def group_streamlines(
     if n_points != settings.n_points:
         raise ValueError(f"settings say {settings.n_points} points, got streamlines of {n_points}")
     size = settings.group_size
+    shapes = _shape_features(points)  # (N, 5, 3): every decision below is taken on these
     if settings.strategy == "sequential":
         order = np.arange(count)
     elif settings.strategy == "random":
         order = np.random.default_rng(settings.seed).permutation(count)
     else:
-        order = _spatial_order(points, size)
-    streamline_index, mask = _member_index(order, size)
-    members = points[streamline_index].astype(np.float64)  # (G, S, P, 3)
-    flipped = _flips(members) if settings.orient else np.zeros(streamline_index.shape, bool)
-    members = np.where(flipped[..., None, None], members[:, :, ::-1], members)
+        order = _spatial_order(shapes, size)
+    streamline_index, mask = _member_index(order, size)  # (G, S)
+    group_shapes = shapes[streamline_index]  # (G, S, 5, 3)
+    flipped = _flips(group_shapes) if settings.orient else np.zeros(streamline_index.shape, bool)
     if settings.order:
-        rows = _chain_order(_shape_features(members))
+        rows = _chain_order(_reversed_where(flipped, group_shapes).reshape(*flipped.shape, -1))
         streamline_index, mask, flipped = (
             np.take_along_axis(array, rows, axis=1) for array in (streamline_index, mask, flipped)
         )
-        members = np.take_along_axis(members, rows[..., None, None], axis=1)
-    offset, scale = _fit_normalization(members, settings)
-    normalised = (members - offset[:, None, None, :]) / scale[:, None, None, None]
+    members = points[streamline_index]  # (G, S, P, 3) float32
+    members[flipped] = members[flipped][:, ::-1]
+    data = np.ascontiguousarray(members.transpose(0, 3, 1, 2))  # (G, 3, S, P)
+    offset, scale = _fit_normalization(data, settings)
+    data -= offset.astype(np.float32)[:, :, None, None]
+    data /= scale.astype(np.float32)[:, None, None, None]
     return GroupedBundles(
-        data=np.ascontiguousarray(normalised.transpose(0, 3, 1, 2), dtype=np.float32),
+        data=data,
         bundle_index=np.zeros(len(streamline_index), dtype=np.int64),
         streamline_index=streamline_index.astype(np.int64),
         mask=mask,
@@ -383,21 +402,31 @@ def group_streamlines(
     )
 
 
-def _fit_normalization(members: np.ndarray, settings: GroupingSettings) -> tuple[np.ndarray, np.ndarray]:
-    """Per-group ``offset`` (G, 3) and ``scale`` (G,) with ``normalised = (x - offset) / scale``."""
-    n_groups = len(members)
+def _fit_normalization(data: np.ndarray, settings: GroupingSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group ``offset`` (G, 3) and ``scale`` (G,) of groups ``data`` (G, 3, S, P) in mm,
+    with ``normalised = (x - offset) / scale``.
+
+    Both are rounded to float32, the precision the normalisation is computed in, so that
+    the recorded inverse is the one that was applied.
+    """
+    n_groups = len(data)
+    coordinates = data.reshape(n_groups, 3, -1)  # (G, 3, S * P)
     if settings.normalization == "group":
-        offset = members.mean(axis=(1, 2))
-        scale = np.abs(members - offset[:, None, None, :]).max(axis=(1, 2, 3))
-        return offset, np.maximum(scale, np.finfo(np.float32).tiny)
-    if settings.minimum is None:
-        minimum, maximum = coordinate_range(members)
+        offset = coordinates.mean(axis=2, dtype=np.float64).astype(np.float32)
+        # largest |x - offset| of each group, without a temporary of the data's size
+        above = coordinates.max(axis=2) - offset
+        below = offset - coordinates.min(axis=2)
+        scale = np.maximum(above, below).max(axis=1)
     else:
-        minimum, maximum = settings.minimum, settings.maximum
-    # min-max to [-1, 1]: y = 2 (x - min) / (max - min) - 1 = (x - (min + max) / 2) / ((max - min) / 2)
-    offset = np.full((n_groups, 3), (minimum + maximum) / 2)
-    scale = np.full(n_groups, max((maximum - minimum) / 2, np.finfo(np.float32).tiny))
-    return offset, scale
+        if settings.minimum is None:
+            minimum, maximum = coordinate_range(data)
+        else:
+            minimum, maximum = settings.minimum, settings.maximum
+        # min-max to [-1, 1]: 2 (x - min) / (max - min) - 1 = (x - (min + max) / 2) / ((max - min) / 2)
+        offset = np.full((n_groups, 3), (minimum + maximum) / 2, dtype=np.float32)
+        scale = np.full(n_groups, (maximum - minimum) / 2, dtype=np.float32)
+    scale = np.maximum(scale, np.finfo(np.float32).tiny)
+    return offset.astype(np.float64), scale.astype(np.float64)
 
 
 def group(
