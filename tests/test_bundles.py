@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from dipy.tracking.distances import bundles_distances_mdf
@@ -266,3 +268,18 @@ def test_any_bundle_round_trips_exactly(streamlines, n_points, group_size, strat
     assert np.all(np.abs(grouped.data) <= 1 + 1e-6)
     assert np.array_equal(np.sort(grouped.streamline_index[grouped.mask]), np.arange(len(streamlines)))
     np.testing.assert_allclose(grouped.to_streamlines()[0], expected, atol=1e-4, rtol=0)
+
+
+SHARED_ARRAYS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tractoinferno_subject"
+
+
+@pytest.mark.skipif(not SHARED_ARRAYS.is_dir(), reason="needs ../shared (present in CI and development)")
+def test_the_published_arrays_round_trip_through_the_sample_and_the_paper_settings(sample_root):
+    """Every shared array equals its sample .trk / 100 and the paper's groups of it."""
+    paper = GroupingSettings(**{**PAPER_SETTINGS.__dict__, "minimum": -100.0, "maximum": 100.0})
+    for array_path in sorted(SHARED_ARRAYS.glob("*.npy")):
+        published = np.load(array_path)  # (N, 3, 64)
+        from_array = group(io.load_array(array_path), paper, name=array_path.stem)
+        np.testing.assert_allclose(from_array.data.transpose(0, 2, 1, 3).reshape(published.shape), published, atol=1e-6)
+        trk = sample_root / "sub-vqdiff" / "tractography" / f"sub-vqdiff__{array_path.stem}.trk"
+        np.testing.assert_allclose(_sample_points(trk), 100 * published.transpose(0, 2, 1), atol=1e-4)
