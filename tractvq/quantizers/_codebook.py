@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-__all__ = ["squared_distances", "nearest_codes"]
+__all__ = [
+    "squared_distances",
+    "nearest_codes",
+    "replace_unused_codes",
+    "AnnealedTemperature",
+]
 
 
 def squared_distances(latents: Tensor, codebook: Tensor) -> Tensor:
@@ -24,3 +31,88 @@ def squared_distances(latents: Tensor, codebook: Tensor) -> Tensor:
 def nearest_codes(latents: Tensor, codebook: Tensor) -> Tensor:
     """Index ``(N,)`` of the nearest code of each latent (ties: the lowest index)."""
     return squared_distances(latents, codebook).argmin(dim=1)
+
+
+def replace_unused_codes(
+    codebook: Tensor, usage: Tensor, batches: int, threshold: float, noise: float
+) -> int:
+    """Move rarely chosen codes onto perturbed copies of chosen ones, in place.
+
+    The codebook replacement of the NSVQ and DiVeQ reference code: a code chosen in fewer
+    than ``threshold * batches`` of the last ``batches`` training batches is unused; each
+    unused code becomes a used code, drawn with probability proportional to its usage, plus
+    Gaussian noise of standard deviation ``noise``. Nothing changes when no code, or every
+    code, is unused.
+
+    Parameters
+    ----------
+    codebook : Tensor, shape (K, D)
+        The codes (a parameter is fine: the copy runs without autograd).
+    usage : Tensor, shape (K,)
+        Number of the ``batches`` batches in which each code was chosen at least once.
+    batches : int
+        Number of batches counted in ``usage`` (positive).
+    threshold : float
+        Fraction of the batches below which a code is unused.
+    noise : float
+        Standard deviation of the noise added to the copies.
+
+    Returns
+    -------
+    int
+        Number of codes replaced.
+    """
+    ratio = usage.float() / batches  # (K,)
+    unused = torch.nonzero(ratio < threshold).flatten()
+    used = torch.nonzero(ratio >= threshold).flatten()
+    if unused.numel() == 0 or used.numel() == 0:
+        return 0
+    probabilities = usage[used] / usage[used].sum()
+    sources = used[probabilities.multinomial(unused.numel(), replacement=True)]
+    with torch.no_grad():
+        copies = codebook[sources]
+        codebook[unused] = copies + noise * torch.randn_like(copies)
+    return int(unused.numel())
+
+
+class AnnealedTemperature:
+    """Mixin for Gumbel-softmax quantizers: an exponentially annealed temperature.
+
+    ``temperature`` is ``max(min_temperature, start * exp(-anneal_rate * step))``, the
+    schedule of Jang et al. (2017, experiments: ``tau = max(0.5, exp(-r t))``). The training
+    loop calls :meth:`set_step` with its global step; the step is a buffer, so a checkpoint
+    restores the temperature with the weights. Without calls to :meth:`set_step` the
+    temperature stays at its start value.
+    """
+
+    def _init_temperature(self, start: float, minimum: float, anneal_rate: float) -> None:
+        if not start > 0:
+            raise ValueError(f"temperature must be positive, got {start!r}")
+        if not 0 < minimum <= start:
+            raise ValueError(
+                f"min_temperature must be in (0, temperature={start!r}], got {minimum!r}"
+            )
+        if not anneal_rate >= 0:
+            raise ValueError(f"anneal_rate must be >= 0, got {anneal_rate!r}")
+        self.start_temperature = float(start)
+        self.min_temperature = float(minimum)
+        self.anneal_rate = float(anneal_rate)
+        self.register_buffer("step", torch.zeros((), dtype=torch.int64))
+
+    def set_step(self, step: int) -> None:
+        """Set the training step that the temperature follows.
+
+        Raises
+        ------
+        ValueError
+            If ``step`` is not a non-negative integer.
+        """
+        if isinstance(step, bool) or int(step) != step or step < 0:
+            raise ValueError(f"step must be a non-negative integer, got {step!r}")
+        self.step.fill_(int(step))
+
+    @property
+    def temperature(self) -> float:
+        """The Gumbel-softmax temperature τ at the current step."""
+        decayed = self.start_temperature * math.exp(-self.anneal_rate * int(self.step))
+        return max(self.min_temperature, decayed)

@@ -1,0 +1,123 @@
+"""Straight-through Gumbel-softmax quantization.
+
+Jang, Gu & Poole, "Categorical Reparameterization with Gumbel-Softmax", ICLR 2017
+(arXiv 1611.01144); the codebook form of taming-transformers' ``GumbelQuantize`` (Esser,
+Rombach & Ommer, CVPR 2021).
+
+Each latent ``z`` gets logits ``l`` over the K codes: the negative squared distances
+``l_k = -||z - c_k||^2`` (``logits="distance"``) or a learned linear map ``l = W z + b``
+(``logits="linear"``, taming's projection). In training a one-hot ``y`` is drawn with the
+Gumbel-max trick and the output is ``y @ codebook``, the chosen code; the gradient is that of
+the relaxed sample (straight-through, Jang et al. sec. 2.2)::
+
+    y = onehot(argmax(l + g)) - sg[s] + s,   s = softmax((l + g) / tau),   g ~ Gumbel(0, 1)
+
+The loss is ``kl_weight`` times the KL of the posterior ``q = softmax(l)`` to the uniform prior,
+``sum_k q_k log(K q_k)``, averaged over the latents (the VAE term of Jang et al.; taming's
+weight 5e-4). At evaluation the code is ``argmax l``, without noise.
+
+Temperature
+-----------
+``tau(step) = max(min_temperature, temperature * exp(-anneal_rate * step))`` (Jang et al.'s
+schedule, their ``tau = max(0.5, exp(-r t))`` with r in {1e-5, 1e-4}). The training loop calls
+``quantizer.set_step(step)``; ``quantizer.temperature`` is the current value, also in
+``stats["temperature"]``. The step is a buffer, saved with the weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tractvq.quantizers._codebook import AnnealedTemperature, squared_distances
+from tractvq.quantizers.base import Quantizer, QuantizerOutput, codebook_stats, register
+from tractvq.quantizers.vq import init_codebook
+
+__all__ = ["GumbelSoftmax"]
+
+LOGITS = ("distance", "linear")
+
+
+@register
+class GumbelSoftmax(AnnealedTemperature, Quantizer):
+    """Hard one-hot code choice by the Gumbel-max trick, soft Gumbel-softmax gradient.
+
+    Parameters
+    ----------
+    dim : int
+        Size D of each latent vector.
+    codebook_size : int, optional
+        Number of codes K.
+    logits : {"distance", "linear"}, optional
+        Logits from the negative squared distances to the codes, or from a learned
+        ``Linear(D, K)``.
+    kl_weight : float, optional
+        Weight of the KL of ``softmax(logits)`` to the uniform prior (5e-4, taming's).
+    temperature : float, optional
+        Starting temperature tau_0 (1.0, Jang et al.).
+    min_temperature : float, optional
+        Floor of the annealed temperature (0.5, Jang et al.).
+    anneal_rate : float, optional
+        r of ``tau_0 exp(-r step)`` (1e-4, Jang et al.'s faster rate); 0 keeps tau fixed.
+
+    Notes
+    -----
+    The codebook is ``self.codebook`` (:class:`torch.nn.Embedding`, N(0, 1) as taming's); the
+    linear logits are ``self.project``.
+    """
+
+    name = "gumbel"
+    description = "straight-through Gumbel-softmax: hard one-hot forward, relaxed gradient, KL"
+    reference = "Jang, Gu & Poole, Categorical Reparameterization with Gumbel-Softmax, ICLR 2017"
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int = 512,
+        *,
+        logits: str = "distance",  # issue: -||z - c||^2, or taming's learned projection
+        kl_weight: float = 5e-4,  # taming-transformers GumbelQuantize kl_weight
+        temperature: float = 1.0,  # tau_0, Jang et al. (2017) experiments
+        min_temperature: float = 0.5,  # Jang et al. (2017): tau = max(0.5, exp(-r t))
+        anneal_rate: float = 1e-4,  # r, Jang et al. (2017): r in {1e-5, 1e-4}
+    ):
+        super().__init__(dim)
+        self.codebook_size = self._check_codebook_size(codebook_size)
+        if logits not in LOGITS:
+            raise ValueError(f"logits must be one of {', '.join(LOGITS)}; got {logits!r}")
+        if not kl_weight >= 0:
+            raise ValueError(f"kl_weight must be >= 0, got {kl_weight!r}")
+        self._init_temperature(temperature, min_temperature, anneal_rate)
+        self.logits = logits
+        self.kl_weight = float(kl_weight)
+        self.codebook = nn.Embedding(self.codebook_size, self.dim)
+        with torch.no_grad():
+            self.codebook.weight.copy_(init_codebook(self.codebook_size, self.dim, "normal"))
+        if logits == "linear":
+            self.project = nn.Linear(self.dim, self.codebook_size)
+
+    def _logits(self, latents: Tensor) -> Tensor:
+        if self.logits == "linear":
+            return self.project(latents)
+        return -squared_distances(latents, self.codebook.weight)
+
+    def quantize(self, latents: Tensor) -> QuantizerOutput:
+        logits = self._logits(latents)  # (N, K)
+        if self.training:
+            choice = F.gumbel_softmax(logits, tau=self.temperature, hard=True)  # (N, K)
+            indices = choice.argmax(dim=1)
+            quantized = choice @ self.codebook.weight
+        else:
+            indices = logits.argmax(dim=1)
+            quantized = self.codebook(indices)
+        log_posterior = logits.log_softmax(dim=1)
+        kl = (log_posterior.exp() * (log_posterior + math.log(self.codebook_size))).sum(1).mean()
+        stats = codebook_stats(indices, self.codebook_size)
+        stats["temperature"] = logits.new_tensor(self.temperature)
+        return QuantizerOutput(quantized, indices, self.kl_weight * kl, stats)
+
+    def indices_to_codes(self, indices: Tensor) -> Tensor:
+        return self.codebook(indices)
