@@ -172,6 +172,11 @@ def test_global_normalisation_is_the_published_min_max(sample_bundle):
     assert fitted.offset[0, 0] == pytest.approx((points.min() + points.max()) / 2)
 
 
+def test_no_normalisation_keeps_the_coordinates(sample_bundle):
+    grouped = group(io.load(sample_bundle), GroupingSettings(strategy="sequential", order=False, orient=False, normalization="none"), name="b")
+    np.testing.assert_array_equal(grouped.data.transpose(0, 2, 3, 1).reshape(-1, 64, 3), _sample_points(sample_bundle))
+
+
 def test_paper_settings_reproduce_the_published_arrays(sample_bundle):
     """The sample .trk is 100 x the published array: groups in file order, scaled back."""
     points = _sample_points(sample_bundle)  # (192, 64, 3) mm
@@ -190,7 +195,7 @@ def test_paper_settings_reproduce_the_published_arrays(sample_bundle):
         ({"n_points": 1}, "n_points must be an integer >= 2, got 1"),
         ({"group_size": 0}, "group_size must be an integer >= 1, got 0"),
         ({"strategy": "kmeans"}, "strategy must be one of spatial, sequential, random, got 'kmeans'"),
-        ({"normalization": "zscore"}, "normalization must be one of group, global, got 'zscore'"),
+        ({"normalization": "zscore"}, "normalization must be one of group, global, none, got 'zscore'"),
         ({"minimum": 0.0}, "give both minimum and maximum or neither"),
         ({"minimum": 1.0, "maximum": 1.0}, "minimum must be below maximum"),
     ],

@@ -18,8 +18,8 @@ and records everything needed to turn (decoded) groups back into the input strea
    lowest on the group's first principal component, so that neighbouring rows of the image
    are similar streamlines.
 5. Normalisation with a recorded inverse ``x = y * scale + offset``: ``group`` (centre of
-   the group, largest deviation from it) or ``global`` (the published model's min-max of
-   all coordinates to [-1, 1]).
+   the group, largest deviation from it), ``global`` (the published model's min-max of
+   all coordinates to [-1, 1]) or ``none``.
 
 :meth:`GroupedBundles.to_streamlines` and :meth:`GroupedBundles.to_tractograms` undo all
 of it: they return exactly the input streamlines, in the input order, in millimetres and in
@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 STRATEGIES = ("spatial", "sequential", "random")
-NORMALIZATIONS = ("group", "global")
+NORMALIZATIONS = ("group", "global", "none")
 _FORMAT_VERSION = 1
 #: Points along a streamline used as its shape features (start, quarters, middle, end).
 _FEATURE_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -78,8 +78,9 @@ class GroupingSettings:
         Reverse streamlines so that all of a group run the same way.
     order : bool
         Sort the streamlines of a group into a canonical order.
-    normalization : {"group", "global"}
-        Per-group centre and scale, or one min-max scaling of everything to [-1, 1].
+    normalization : {"group", "global", "none"}
+        Per-group centre and scale, one min-max scaling of everything to [-1, 1], or none
+        (for coordinates already in a model's units, e.g. the published arrays).
     minimum, maximum : float or None
         Range of the ``global`` normalisation in millimetres; None fits it to the data.
     seed : int
@@ -417,6 +418,9 @@ def _fit_normalization(data: np.ndarray, settings: GroupingSettings) -> tuple[np
         above = coordinates.max(axis=2) - offset
         below = offset - coordinates.min(axis=2)
         scale = np.maximum(above, below).max(axis=1)
+    elif settings.normalization == "none":  # coordinates already in the model's units
+        offset = np.zeros((n_groups, 3), dtype=np.float32)
+        scale = np.ones(n_groups, dtype=np.float32)
     else:
         if settings.minimum is None:
             minimum, maximum = coordinate_range(data)
@@ -624,6 +628,89 @@ class GroupedBundles:
             settings=settings,
         )
 
+    def to_arrays(self, *, with_data: bool = True) -> dict[str, np.ndarray]:
+        """Everything as NumPy arrays (no objects), for ``np.savez``.
+
+        Parameters
+        ----------
+        with_data : bool, optional
+            Include the groups ``data``; without it, the arrays describe how to turn decoded
+            groups back into streamlines (what a codes file stores).
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``grouping`` (a JSON string: settings and sources), the index map, mask, flips,
+            normalisation, the sources' references, and ``data`` if asked for.
+        """
+        description = {
+            "format_version": _FORMAT_VERSION,
+            "shape": list(self.data.shape),
+            "settings": asdict(self.settings),
+            "sources": [
+                {key: getattr(source, key) for key in ("subject", "name", "path", "n_streamlines")}
+                | {"voxel_order": source.space_attributes[3]}
+                for source in self.sources
+            ],
+        }
+        arrays = {
+            "grouping": np.array(json.dumps(description)),
+            "bundle_index": self.bundle_index,
+            "streamline_index": self.streamline_index,
+            "mask": self.mask,
+            "flipped": self.flipped,
+            "offset": self.offset,
+            "scale": self.scale,
+            "affines": np.stack([source.space_attributes[0] for source in self.sources]),
+            "dimensions": np.stack([source.space_attributes[1] for source in self.sources]),
+            "voxel_sizes": np.stack([source.space_attributes[2] for source in self.sources]),
+        }
+        if with_data:
+            arrays["data"] = self.data
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays, path: str | os.PathLike | None = None) -> GroupedBundles:
+        """Rebuild from :meth:`to_arrays` output (e.g. an opened ``.npz``) and validate.
+
+        Without ``data``, the result's ``data`` is a read-only array of NaN of the recorded
+        shape: it can decode groups given to :meth:`to_streamlines`, not be decoded itself.
+
+        Raises
+        ------
+        TractogramError
+            Naming ``path``, if arrays are missing or inconsistent.
+        """
+        try:
+            description = json.loads(str(arrays["grouping"]))
+            sources = [
+                BundleSource(
+                    subject=entry["subject"],
+                    name=entry["name"],
+                    path=entry["path"],
+                    n_streamlines=entry["n_streamlines"],
+                    space_attributes=(affine, dimensions, voxel_sizes, entry["voxel_order"]),
+                )
+                for entry, affine, dimensions, voxel_sizes in zip(
+                    description["sources"], arrays["affines"], arrays["dimensions"], arrays["voxel_sizes"]
+                )
+            ]
+            data = (
+                arrays["data"]
+                if "data" in arrays
+                else np.broadcast_to(np.float32(np.nan), tuple(description["shape"]))
+            )
+            grouped = cls(
+                data=data,
+                **{name: arrays[name] for name in ("bundle_index", "streamline_index", "mask", "flipped", "offset", "scale")},
+                sources=sources,
+                settings=GroupingSettings(**description["settings"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise TractogramError(path, f"not a tractvq groups description ({error})") from error
+        grouped.validate(path)
+        return grouped
+
     def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
         """Write to an uncompressed ``.npz`` file (no pickle), atomically.
 
@@ -638,30 +725,8 @@ class GroupedBundles:
         -------
         pathlib.Path
         """
-        metadata = {
-            "format_version": _FORMAT_VERSION,
-            "settings": asdict(self.settings),
-            "sources": [
-                {key: getattr(source, key) for key in ("subject", "name", "path", "n_streamlines")}
-                | {"voxel_order": source.space_attributes[3]}
-                for source in self.sources
-            ],
-        }
         with atomic_output(path, force=force) as temporary:
-            np.savez(
-                temporary,
-                metadata=np.array(json.dumps(metadata)),
-                data=self.data,
-                bundle_index=self.bundle_index,
-                streamline_index=self.streamline_index,
-                mask=self.mask,
-                flipped=self.flipped,
-                offset=self.offset,
-                scale=self.scale,
-                affines=np.stack([source.space_attributes[0] for source in self.sources]),
-                dimensions=np.stack([source.space_attributes[1] for source in self.sources]),
-                voxel_sizes=np.stack([source.space_attributes[2] for source in self.sources]),
-            )
+            np.savez(temporary, **self.to_arrays())
         return Path(path)
 
     @classmethod
@@ -679,27 +744,9 @@ class GroupedBundles:
         try:
             with np.load(path, allow_pickle=False) as archive:
                 arrays = {key: archive[key] for key in archive.files}
-            metadata = json.loads(str(arrays.pop("metadata")))
-            sources = [
-                BundleSource(
-                    subject=entry["subject"],
-                    name=entry["name"],
-                    path=entry["path"],
-                    n_streamlines=entry["n_streamlines"],
-                    space_attributes=(affine, dimensions, voxel_sizes, entry["voxel_order"]),
-                )
-                for entry, affine, dimensions, voxel_sizes in zip(
-                    metadata["sources"],
-                    arrays.pop("affines"),
-                    arrays.pop("dimensions"),
-                    arrays.pop("voxel_sizes"),
-                )
-            ]
-            grouped = cls(**arrays, sources=sources, settings=GroupingSettings(**metadata["settings"]))
-        except (KeyError, TypeError, ValueError, OSError) as error:
+        except (ValueError, OSError, EOFError) as error:
             raise TractogramError(path, f"not a tractvq groups file ({error})") from error
-        grouped.validate(path)
-        return grouped
+        return cls.from_arrays(arrays, path)
 
     def validate(self, path: str | os.PathLike | None = None) -> None:
         """Check that the arrays agree with each other and that every source streamline has
