@@ -13,8 +13,15 @@ import sys
 import click
 
 from tractvq._version import __version__
+from tractvq.cli.bench import bench_quantizers
+from tractvq.cli.decode import decode
+from tractvq.cli.encode import encode
+from tractvq.cli.import_checkpoint import import_checkpoint
 from tractvq.cli.info import info
 from tractvq.cli.prepare import prepare
+from tractvq.cli.reconstruct import reconstruct
+from tractvq.cli.quantizers import quantizers
+from tractvq.cli.train import train
 
 
 class _Group(click.Group):
@@ -42,8 +49,15 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     ctx.meta["tractvq.verbose"] = verbose
 
 
+cli.add_command(import_checkpoint)
 cli.add_command(info)
 cli.add_command(prepare)
+cli.add_command(quantizers)
+cli.add_command(bench_quantizers)
+cli.add_command(train)
+cli.add_command(encode)
+cli.add_command(decode)
+cli.add_command(reconstruct)
 
 
 def main() -> None:

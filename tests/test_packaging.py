@@ -39,3 +39,11 @@ def test_the_wheel_declares_the_console_script(wheel):
     top_level = [name for name in archive.namelist() if name.endswith("top_level.txt")]
     if top_level:
         assert archive.read(top_level[0]).decode().split() == ["tractvq"]
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_every_module_of_the_source_tree(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    library = {f"tractvq/{path.relative_to(PROJECT_ROOT / 'tractvq')}" for path in (PROJECT_ROOT / "tractvq").rglob("*.py")}
+    commands = {f"tractvq/cli/{path.name}" for path in (PROJECT_ROOT / "cli").glob("*.py")}
+    assert library | commands <= names

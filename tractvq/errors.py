@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["TractvqError", "TractogramError", "OutputError"]
+__all__ = ["TractvqError", "TractogramError", "OutputError", "ModelError"]
 
 
 class TractvqError(ValueError):
@@ -37,3 +37,8 @@ class TractogramError(TractvqError):
 class OutputError(TractvqError):
     """An output cannot be written: it exists (and ``force`` was not given) or its folder
     is missing or not writable."""
+
+
+class ModelError(TractvqError):
+    """A model or training checkpoint cannot be read, is not one, or does not fit the model
+    it describes (missing, unexpected or mis-shaped weights)."""

@@ -1,0 +1,90 @@
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tractvq.bundles import GroupingSettings
+from tractvq.cache import prepare
+from tractvq.cli.main import cli
+from tractvq.models.checkpoint import load_checkpoint
+
+TINY = [
+    "--latent-dim", "8", "--codebook-size", "32", "--model-option", "channels=[8,16,16]",
+    "--model-option", "hidden_channels=16", "--model-option", "residual_channels=8",
+]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory, sample_bundle):
+    return prepare([sample_bundle], tmp_path_factory.mktemp("cache") / "cache", GroupingSettings(n_points=16, group_size=16), progress=False)
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def _train(runner, cache, run, *arguments):
+    return runner.invoke(cli, ["train", str(cache), "-o", str(run), "--device", "cpu", "--threads", "1", "-q", *arguments])
+
+
+def test_train_writes_a_run_then_resumes_it_with_more_steps(runner, cache, tmp_path):
+    run = tmp_path / "run"
+    arguments = [*TINY, "--steps", "2", "--batch", "4", "--validate-every", "1", "--bottleneck", "gumbel",
+                 "--option", "temperature=2", "--option", "logits=linear", "--augment", "--seed", "3"]
+    result = _train(runner, cache, run, *arguments)
+    assert result.exit_code == 0, result.output
+    assert "step=2 " in result.output and "val_mdf_mm=" in result.output and f"wrote {run}" in result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["model_config"]["bottleneck_options"] == {"temperature": 2, "logits": "linear"}
+    assert config["model_config"]["channels"] == [8, 16, 16] and config["model_config"]["latent_dim"] == 8
+    assert config["train_config"]["augmentation"] == {"rotation_degrees": 5.0, "translation_mm": 2.0, "streamline_dropout": 0.1}
+    assert config["train_config"]["seed"] == 3
+
+    again = _train(runner, cache, run, *arguments)
+    assert again.exit_code == 2 and "is not empty; pass resume=True (--resume)" in again.stderr
+
+    resumed = _train(runner, cache, run, "--resume", "--steps", "3")
+    assert resumed.exit_code == 0, resumed.output
+    checkpoint = load_checkpoint(run / "checkpoint.pt")
+    assert checkpoint["step"] == 3 and checkpoint["train_config"]["seed"] == 3  # kept from the run
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+    changed = _train(runner, cache, run, "--resume", "--steps", "4", "--lr", "0.1")
+    assert changed.exit_code == 2 and changed.stderr.count("\n") == 1
+    assert "can only change" in changed.stderr and "lr (saved 0.0002, got 0.1)" in changed.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--option", "temperature"], "expected KEY=VALUE, got 'temperature'"),
+        (["--bottleneck", "kmeans"], "unknown bottleneck 'kmeans'; choose one of: identity"),
+        (["--option", "colour=1"], "takes no option 'colour'"),
+        (["--steps", "0"], "steps must be an integer >= 1, got 0"),
+        (["--resume", "--force"], "give --resume or --force, not both"),
+    ],
+)
+def test_bad_options_are_usage_errors(runner, cache, tmp_path, arguments, message):
+    result = _train(runner, cache, tmp_path / "run", *TINY, *arguments)
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_cache_is_a_one_line_error(runner, tmp_path):
+    result = runner.invoke(cli, ["train", str(tmp_path / "nowhere"), "-o", str(tmp_path / "run"), "-q"])
+    assert result.exit_code == 2 and "nowhere: not a tractvq cache" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_interruption_exits_130_with_how_to_resume(runner, cache, tmp_path, monkeypatch):
+    from tractvq import training
+
+    def interrupted(*args, **kwargs):
+        raise training.TrainingInterrupted(7, Path("run/checkpoint.pt"))
+
+    monkeypatch.setattr(training, "train", interrupted)
+    result = _train(runner, cache, tmp_path / "run", *TINY)
+    assert result.exit_code == 130
+    assert "interrupted after step 7; checkpoint saved to run/checkpoint.pt; continue with --resume" in result.stderr

@@ -1,0 +1,150 @@
+import numpy as np
+import pytest
+import torch
+
+from tractvq.bundles import PAPER_SETTINGS, GroupingSettings, group
+from tractvq.data import Augmentation, GroupDataset, StepSampler
+from tractvq.io import load
+from tractvq.metrics import pairwise_mdf
+
+
+@pytest.fixture(scope="module")
+def tractogram(sample_bundle):
+    return load(sample_bundle)
+
+
+@pytest.fixture(scope="module")
+def groups(tractogram):
+    return group(tractogram, GroupingSettings(n_points=16, group_size=16))
+
+
+def test_sampler_is_a_function_of_seed_and_step():
+    first, second = StepSampler(10, 4, seed=3), StepSampler(10, 4, seed=3)
+    steps = [first.indices(step) for step in range(10)]
+    assert [list(second.indices(step)) for step in reversed(range(10))] == [list(s) for s in reversed(steps)]
+    stream = np.concatenate(steps)  # 40 positions = 4 epochs of 10
+    for epoch in range(4):
+        assert sorted(stream[epoch * 10 : (epoch + 1) * 10]) == list(range(10))
+    assert not np.array_equal(stream[:10], stream[10:20])
+    assert not np.array_equal(StepSampler(10, 4, seed=4).indices(0), steps[0])
+
+
+def test_sampler_shards_the_global_batch_across_ranks():
+    whole = StepSampler(7, 6, seed=0)
+    shards = [StepSampler(7, 6, seed=0, rank=rank, world_size=3) for rank in range(3)]
+    for step in range(5):
+        assert np.array_equal(np.concatenate([shard.indices(step) for shard in shards]), whole.indices(step))
+        assert np.array_equal(np.concatenate([shard.positions(step) for shard in shards]), whole.positions(step))
+
+
+def test_batch_larger_than_the_data_repeats_groups():
+    indices = StepSampler(3, 8, seed=0).indices(0)
+    assert len(indices) == 8 and set(indices) == {0, 1, 2}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"n_items": 0, "batch_size": 2}, "n_items must be >= 1, got 0"),
+        ({"n_items": 5, "batch_size": 0}, "batch_size must be >= 1, got 0"),
+        ({"n_items": 5, "batch_size": 5, "world_size": 2}, "divisible by the number of processes, got 5 for 2"),
+        ({"n_items": 5, "batch_size": 4, "rank": 2, "world_size": 2}, "got rank 2 of 2"),
+    ],
+)
+def test_sampler_rejects_bad_arguments(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        StepSampler(**arguments, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"rotation_degrees": -1}, "rotation_degrees must be in"),
+        ({"translation_mm": float("inf")}, "translation_mm must be finite"),
+        ({"streamline_dropout": 1.0}, r"streamline_dropout must be in \[0, 1\), got 1.0"),
+    ],
+)
+def test_augmentation_rejects_bad_options(options, message):
+    with pytest.raises(ValueError, match=message):
+        Augmentation(**options)
+
+
+def test_without_augmentation_batches_are_the_stored_groups(groups):
+    dataset = GroupDataset(groups, seed=0)
+    assert len(dataset) == len(groups) and torch.equal(dataset[1], torch.from_numpy(groups.data[1]))
+    batch = dataset.batch(np.array([2, 0, 2]), keys=np.arange(3))
+    assert batch.shape == (3, *groups.data.shape[1:])
+    assert torch.equal(batch, torch.from_numpy(groups.data[[2, 0, 2]]))
+
+
+def test_augmentation_is_seeded_per_key(groups):
+    augmentation = Augmentation(rotation_degrees=5, streamline_dropout=0.3)
+    dataset = GroupDataset(groups, augmentation, seed=1)
+    first = dataset.batch(np.array([0, 1, 2]), keys=np.array([10, 11, 12]))
+    again = GroupDataset(groups, augmentation, seed=1).batch(np.array([1, 2]), keys=np.array([11, 12]))
+    assert torch.equal(first[1:], again)
+    assert not torch.equal(dataset.batch(np.array([0]), keys=np.array([13])), first[:1])
+    assert not torch.equal(GroupDataset(groups, augmentation, seed=2).batch(np.array([0]), keys=np.array([10])), first[:1])
+    assert torch.equal(dataset.batch(np.array([0, 1])), torch.from_numpy(groups.data[:2]))  # no keys: as stored
+
+
+def _source_rows(augmented, stored):
+    """For each row of ``augmented`` (3, S, P), the row of ``stored`` it is an exact copy of."""
+    return [
+        next(other for other in range(stored.shape[1]) if np.array_equal(augmented[:, row], stored[:, other]))
+        for row in range(augmented.shape[1])
+    ]
+
+
+def test_dropout_repeats_real_rows_in_order(tractogram):
+    # global normalisation: no renormalisation, so kept and repeated rows are exact copies
+    settings = GroupingSettings(**{**PAPER_SETTINGS.__dict__, "n_points": 16, "group_size": 16})
+    fixed = group(tractogram, settings)
+    dropout = Augmentation(streamline_dropout=0.5)
+    keys = np.arange(len(fixed)) + 100
+    batch = GroupDataset(fixed, dropout, seed=0).batch(np.arange(len(fixed)), keys=keys).numpy()
+    sources = []
+    for index in range(len(fixed)):
+        rows = _source_rows(batch[index], fixed.data[index])
+        assert rows == sorted(rows) and 1 <= len(set(rows)) < len(rows)  # in order, some dropped
+        assert all(rows[row] == row for row in set(rows))  # kept rows stay in place
+        sources.append(rows)
+    # per-group normalisation: the same rows (same seeds), renormalised as the cache does
+    same_shape = group(tractogram, GroupingSettings(n_points=16, group_size=16))
+    renormalised = GroupDataset(same_shape, dropout, seed=0).batch(np.arange(len(same_shape)), keys=keys).numpy()
+    stored_mm = same_shape.denormalize().transpose(0, 3, 1, 2)  # (G, 3, S, P)
+    for index, rows in enumerate(sources[: len(same_shape)]):
+        points = stored_mm[index][:, rows]  # (3, S, P)
+        centre = points.mean(axis=(1, 2), keepdims=True)
+        expected = (points - centre) / np.abs(points - centre).max()
+        np.testing.assert_allclose(renormalised[index], expected, atol=1e-5)
+
+
+def test_rotation_is_rigid_in_millimetres(groups):
+    rotation = Augmentation(rotation_degrees=10)
+    dataset = GroupDataset(groups, rotation, seed=0)
+    batch = dataset.batch(np.arange(len(groups)), keys=np.arange(len(groups))).numpy()
+    stored = groups.denormalize()  # (G, S, P, 3)
+    for index in range(len(groups)):
+        # undo the per-group normalisation of the augmented group: its scale is unknown, but
+        # a rigid map keeps distances, so pairwise point distances scale by one factor
+        points = batch[index].transpose(1, 2, 0).reshape(-1, 3)
+        original = stored[index].reshape(-1, 3)
+        ratios = np.linalg.norm(points[1:] - points[:-1], axis=1) / np.linalg.norm(original[1:] - original[:-1], axis=1)
+        assert np.allclose(ratios, ratios[0], rtol=1e-4)
+        assert np.abs(batch[index]).max() == pytest.approx(1.0, abs=1e-6)  # renormalised
+        assert not np.allclose(batch[index], groups.data[index], atol=1e-3)
+
+
+def test_rigid_transform_with_global_normalisation_stays_in_millimetres(tractogram):
+    settings = GroupingSettings(**{**PAPER_SETTINGS.__dict__, "n_points": 16, "group_size": 16})
+    groups = group(tractogram, settings)
+    dataset = GroupDataset(groups, Augmentation(rotation_degrees=3, translation_mm=2), seed=5)
+    batch = dataset.batch(np.arange(len(groups)), keys=np.arange(len(groups))).numpy()
+    augmented_mm = groups.denormalize(batch)  # the fixed global range maps back to mm
+    stored_mm = groups.denormalize()
+    distances = pairwise_mdf(stored_mm, augmented_mm)  # (G, S) mm
+    assert 0 < distances.max() < 2 * np.sqrt(3) + np.deg2rad(3) * 100  # small rigid motion
+    for index in range(len(groups)):
+        a, b = stored_mm[index].reshape(-1, 3), augmented_mm[index].reshape(-1, 3)
+        np.testing.assert_allclose(np.linalg.norm(a[1:] - a[:-1], axis=1), np.linalg.norm(b[1:] - b[:-1], axis=1), atol=1e-3)

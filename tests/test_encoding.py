@@ -1,0 +1,159 @@
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from tractvq import io
+from tractvq.cli.main import cli
+from tractvq.codes import Codes
+from tractvq.encoding import decode, encode, plan_outputs, reconstruct, resolve_model, write_tractograms
+from tractvq.errors import ModelError, OutputError, TractogramError
+from tractvq.models.autoencoder import BundleAutoencoder
+from tractvq.models.checkpoint import save_model
+from tractvq.models.config import preset_config
+
+
+@pytest.fixture(scope="module")
+def bundles(sample_root):
+    folder = sample_root / "sub-vqdiff" / "tractography"
+    return [folder / "sub-vqdiff__POPT_R.trk", folder / "sub-vqdiff__PYT_R.trk"]
+
+
+def _model(tmp_path_factory, name, **overrides):
+    torch.manual_seed(0)
+    model = BundleAutoencoder(preset_config(overrides.pop("preset", "compact"), **overrides))
+    return save_model(model, tmp_path_factory.mktemp("models") / f"{name}.pt")
+
+
+@pytest.fixture(scope="module")
+def discrete_model(tmp_path_factory):
+    return _model(tmp_path_factory, "vq", bottleneck="vq")
+
+
+@pytest.fixture(scope="module")
+def continuous_model(tmp_path_factory):
+    return _model(tmp_path_factory, "ae", bottleneck="identity")
+
+
+def test_discrete_codes_are_small_unsigned_indices_and_round_trip_through_the_file(tmp_path, bundles, discrete_model):
+    codes = encode(bundles, discrete_model)
+    assert codes.latents is None and codes.indices.dtype == np.uint16  # K = 512
+    assert codes.indices.shape == (3 + 5, 8, 8)
+    assert codes.nbytes == 8 * 8 * 8 * 2
+    path = codes.save(tmp_path / "codes.npz")
+    with np.load(path, allow_pickle=False) as archive:
+        assert "data" not in archive.files  # the input is not stored
+    again = Codes.load(path)
+    np.testing.assert_array_equal(again.indices, codes.indices)
+    assert again.model == codes.model and again.layout.bundle_names == ["POPT_R", "PYT_R"]
+
+
+def test_decode_gives_the_inputs_count_order_and_space(tmp_path, bundles, discrete_model):
+    codes = encode(bundles, discrete_model)
+    decoded = decode(codes)  # the model is found from the codes
+    written = write_tractograms(decoded, codes.layout.sources, tmp_path / "out")
+    assert [path.name for path in written] == ["sub-vqdiff__POPT_R.trk", "sub-vqdiff__PYT_R.trk"]
+    for path, source in zip(written, bundles):
+        original, again = io.load(source), io.load(path)
+        assert len(again.streamlines) == len(original.streamlines)
+        np.testing.assert_array_equal(again.space_attributes[0], original.space_attributes[0])
+        np.testing.assert_array_equal(again.space_attributes[1], original.space_attributes[1])
+
+
+def test_decoding_codes_equals_reconstructing_in_one_go(bundles, discrete_model, continuous_model):
+    for model in (discrete_model, continuous_model):
+        codes = encode(bundles, model)
+        groups, reconstruction = reconstruct(bundles, model)
+        for from_codes, direct in zip(decode(codes), groups.to_tractograms(reconstruction)):
+            np.testing.assert_allclose(
+                np.asarray(from_codes.streamlines.get_data()), np.asarray(direct.streamlines.get_data()), atol=1e-3
+            )
+
+
+def test_continuous_models_store_latents(bundles, continuous_model):
+    codes = encode(bundles, continuous_model)
+    assert codes.indices is None and codes.latents.shape == (8, 8, 8, 16) and codes.latents.dtype == np.float32
+
+
+def test_a_wrong_model_is_refused(bundles, discrete_model, continuous_model):
+    codes = encode(bundles, discrete_model)
+    with pytest.raises(ModelError, match="is not the model these codes were made with"):
+        decode(codes, continuous_model)
+
+
+def test_unknown_models_are_named(tmp_path, monkeypatch):
+    with pytest.raises(ModelError, match=r"missing\.pt: no such model file \(shipped models: default, discrete\)"):
+        resolve_model(tmp_path / "missing.pt")
+    monkeypatch.setattr("tractvq.encoding.packaged_model_path", lambda name: None)
+    with pytest.raises(ModelError, match="default: this installation ships no such model"):
+        resolve_model(None)
+
+
+def test_global_normalisation_needs_a_range_the_model_does_not_record(tmp_path_factory, bundles):
+    paper = _model(tmp_path_factory, "paper", preset="paper", bottleneck="identity")
+    with pytest.raises(ValueError, match=r"records no coordinate range.*--range MIN MAX"):
+        encode(bundles, paper)
+    codes = encode(bundles, paper, coordinate_range=(-100.0, 100.0))
+    assert codes.latents.shape == (8, 16, 16, 64)
+
+
+def test_output_planning_refuses_before_any_work(tmp_path, bundles, discrete_model):
+    sources = encode(bundles, discrete_model).layout.sources
+    with pytest.raises(OutputError, match="2 bundles cannot go into one file"):
+        plan_outputs(sources, tmp_path / "one.trk")
+    with pytest.raises(OutputError, match="unsupported extension '.txt'"):
+        plan_outputs(sources, tmp_path / "out.txt")
+    (tmp_path / "out" / "sub-vqdiff" / "tractography").mkdir(parents=True)
+    (tmp_path / "out" / "sub-vqdiff" / "tractography" / "sub-vqdiff__PYT_R.trk").write_text("keep")
+    with pytest.raises(OutputError, match="sub-vqdiff__PYT_R.trk: already exists"):
+        plan_outputs(sources, tmp_path / "out")
+    assert len(plan_outputs(sources, tmp_path / "out", force=True)) == 2
+
+
+def test_a_corrupt_codes_file_is_named(tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"nonsense")
+    with pytest.raises(TractogramError, match=r"bad\.npz: not a tractvq codes file"):
+        Codes.load(tmp_path / "bad.npz")
+    np.savez(tmp_path / "other.npz", metadata=np.array('{"format": "something"}'))
+    with pytest.raises(TractogramError, match="not a tractvq codes file \\(format 'something'\\)"):
+        Codes.load(tmp_path / "other.npz")
+
+
+def test_cli_encode_decode_reconstruct(tmp_path, bundles, discrete_model, continuous_model):
+    runner = CliRunner()
+    codes = tmp_path / "codes.npz"
+    result = runner.invoke(cli, ["encode", *map(str, bundles), "-m", str(discrete_model), "-o", str(codes)])
+    assert result.exit_code == 0, result.output
+    assert "2 bundle(s), 512 streamlines, 8 groups, indices 128 bytes per group" in result.output
+    again = runner.invoke(cli, ["encode", *map(str, bundles), "-m", str(discrete_model), "-o", str(codes)])
+    assert again.exit_code == 2 and "already exists" in again.stderr
+    result = runner.invoke(cli, ["decode", str(codes), "-o", str(tmp_path / "decoded")])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "decoded").rglob("*.trk"))) == 2
+    wrong = runner.invoke(cli, ["decode", str(codes), "-m", str(continuous_model), "-o", str(tmp_path / "x")])
+    assert wrong.exit_code == 2 and "is not the model these codes were made with" in wrong.stderr
+    single = tmp_path / "POPT_R.trk"
+    result = runner.invoke(cli, ["reconstruct", str(bundles[0]), "-m", str(discrete_model), "-o", str(single)])
+    assert result.exit_code == 0, result.output
+    assert len(io.load(single).streamlines) == 192
+
+
+def test_cli_reconstruct_reads_and_writes_published_arrays_in_model_units(tmp_path, bundles, tmp_path_factory):
+    paper = _model(tmp_path_factory, "paper_ae", preset="paper", bottleneck="identity")
+    points = np.asarray(io.load(bundles[0]).streamlines.get_data()).reshape(-1, 64, 3)
+    array = (points / 100).transpose(0, 2, 1).astype(np.float32)  # published layout and units
+    np.save(tmp_path / "POPT_R.npy", array)
+    output = tmp_path / "recon.npy"
+    result = CliRunner().invoke(
+        cli, ["reconstruct", str(tmp_path / "POPT_R.npy"), "-m", str(paper), "--normalisation", "none", "-o", str(output)]
+    )
+    assert result.exit_code == 0, result.output
+    reconstruction = np.load(output)
+    assert reconstruction.shape == array.shape and reconstruction.dtype == np.float32
+    torch.manual_seed(0)
+    from tractvq.models.checkpoint import load_model
+
+    model = load_model(paper)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(array.reshape(3, 64, 3, 64).transpose(0, 2, 1, 3).copy())).reconstruction
+    np.testing.assert_allclose(reconstruction, expected.numpy().transpose(0, 2, 1, 3).reshape(array.shape), atol=1e-5)

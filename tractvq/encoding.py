@@ -1,0 +1,424 @@
+"""The main job: tractograms to bundle codes and back, with a trained model.
+
+::
+
+    codes = encode(["data/sample"])                 # the default model
+    codes.save("codes.npz")
+    tractograms = decode(Codes.load("codes.npz"))   # one StatefulTractogram per bundle
+    write_tractograms(tractograms, "decoded/")
+
+Encoding applies the preprocessing the model records (``model.config.grouping``) unless
+told otherwise; decoding returns exactly the input streamlines' count and order, in the
+source space.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from dipy.io.stateful_tractogram import StatefulTractogram
+from tqdm.auto import tqdm
+
+from tractvq import io
+from tractvq.bundles import BundleSource, GroupedBundles, group
+from tractvq.codes import Codes, index_dtype
+from tractvq.errors import ModelError, OutputError
+from tractvq.models.autoencoder import BundleAutoencoder
+from tractvq.models.checkpoint import load_model, model_fingerprint
+from tractvq.outputs import atomic_output
+from tractvq.weights import PACKAGED_MODELS, packaged_model_path
+
+__all__ = [
+    "resolve_model",
+    "group_for_model",
+    "encode_groups",
+    "decode_codes",
+    "encode",
+    "decode",
+    "reconstruct",
+    "plan_outputs",
+    "write_tractograms",
+    "write_arrays",
+]
+
+ModelLike = BundleAutoencoder | str | os.PathLike | None
+
+
+def resolve_model(model: ModelLike = None) -> tuple[BundleAutoencoder, str]:
+    """A model from a shipped name, a checkpoint path, or a model object.
+
+    Parameters
+    ----------
+    model : BundleAutoencoder or str or os.PathLike or None
+        None or ``"default"`` for the shipped default model, another shipped name (see
+        :data:`tractvq.weights.PACKAGED_MODELS`), a checkpoint file, or a model.
+
+    Returns
+    -------
+    model : BundleAutoencoder
+        In evaluation mode.
+    source : str
+        How to find it again: the shipped name or the path ("" for an object).
+
+    Raises
+    ------
+    ModelError
+        If the name is not shipped in this installation or the file is not a model.
+    """
+    if isinstance(model, BundleAutoencoder):
+        return model.eval(), ""
+    name = "default" if model is None else os.fspath(model)
+    if name in PACKAGED_MODELS:
+        path = packaged_model_path(name)
+        if path is None:
+            raise ModelError(name, "this installation ships no such model; give a model file with -m")
+        return load_model(path), name
+    if not Path(name).is_file():
+        raise ModelError(
+            name, f"no such model file (shipped models: {', '.join(PACKAGED_MODELS)})"
+        )
+    return load_model(name), name
+
+
+def group_for_model(
+    records: Sequence[io.TractogramRecord],
+    model: BundleAutoencoder,
+    *,
+    reference: str | os.PathLike | None = None,
+    coordinate_range: tuple[float, float] | None = None,
+    normalization: str | None = None,
+    mm_per_unit: float = io.ARRAY_MM_PER_UNIT,
+    progress: bool = False,
+) -> GroupedBundles:
+    """Read and group tractograms with the preprocessing the model was trained with.
+
+    Parameters
+    ----------
+    records : sequence of TractogramRecord
+        What to read (see :func:`tractvq.io.find_tractograms`).
+    model : BundleAutoencoder
+    reference : str or os.PathLike, optional
+        Spatial reference for formats without one.
+    coordinate_range : (float, float), optional
+        Minimum and maximum (mm) of a ``global`` normalisation; needed when the model does
+        not record them (imported published models).
+    normalization : {"group", "global", "none"}, optional
+        Override the model's normalisation (``"none"``: coordinates are already in the
+        model's units, e.g. published arrays read with ``mm_per_unit=1``).
+    mm_per_unit : float, optional
+        Scale of ``.npy`` arrays (see :func:`tractvq.io.load_array`).
+    progress : bool, optional
+        Show a progress bar.
+
+    Returns
+    -------
+    GroupedBundles
+
+    Raises
+    ------
+    ValueError
+        If a ``global`` normalisation has no range.
+    """
+    settings = model.config.grouping
+    if normalization is not None:
+        settings = replace(settings, normalization=normalization)
+    if coordinate_range is not None:
+        settings = replace(settings, minimum=float(coordinate_range[0]), maximum=float(coordinate_range[1]))
+    if settings.normalization == "global" and settings.minimum is None:
+        raise ValueError(
+            "this model normalises globally but records no coordinate range (the published"
+            " models' range was not published): give coordinate_range (--range MIN MAX),"
+            " e.g. -100 100 for the sample data"
+        )
+    parts = [
+        group(io.read_record(record, reference, mm_per_unit=mm_per_unit), settings,
+              subject=record.subject, name=record.bundle, path=record.path)
+        for record in tqdm(records, desc="reading", unit="file", disable=not progress)
+    ]
+    return GroupedBundles.concatenate(parts)
+
+
+def _batches(count: int, batch_size: int):
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return [slice(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
+
+
+def encode_groups(
+    model: BundleAutoencoder, data: np.ndarray, *, batch_size: int = 64, device: str = "cpu", progress: bool = False
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Codes of normalised groups.
+
+    Parameters
+    ----------
+    model : BundleAutoencoder
+    data : ndarray, shape (G, 3, S, P)
+    batch_size : int, optional
+    device : str, optional
+    progress : bool, optional
+
+    Returns
+    -------
+    indices : ndarray (G, h, w) or None
+        For discrete models (see :attr:`BundleAutoencoder.discrete`).
+    latents : ndarray (G, h, w, D) float32 or None
+        For continuous models.
+    """
+    model = model.eval().to(device)
+    outputs = []
+    with torch.inference_mode():
+        for batch in tqdm(_batches(len(data), batch_size), desc="encoding", unit="batch", disable=not progress):
+            output = model.encode(torch.from_numpy(np.ascontiguousarray(data[batch])).to(device))
+            kept = output.indices if model.discrete else output.quantized
+            outputs.append(kept.cpu().numpy())
+    stored = np.concatenate(outputs) if outputs else np.empty((0, *model.latent_shape[:2]))
+    if model.discrete:
+        return stored.astype(index_dtype(model.quantizer.codebook_size)), None
+    return None, stored.astype(np.float32)
+
+
+def decode_codes(
+    model: BundleAutoencoder, codes: Codes, *, batch_size: int = 64, device: str = "cpu", progress: bool = False
+) -> np.ndarray:
+    """Normalised groups ``(G, 3, S, P)`` decoded from codes by ``model``."""
+    model = model.eval().to(device)
+    stored = codes.indices if codes.indices is not None else codes.latents
+    decoded = []
+    with torch.inference_mode():
+        for batch in tqdm(_batches(len(stored), batch_size), desc="decoding", unit="batch", disable=not progress):
+            values = torch.from_numpy(np.ascontiguousarray(stored[batch])).to(device)
+            groups = model.decode_indices(values.long()) if codes.indices is not None else model.decode(values)
+            decoded.append(groups.float().cpu().numpy())
+    return np.concatenate(decoded) if decoded else np.empty((0, *model.input_shape), np.float32)
+
+
+def encode(
+    inputs: Sequence[str | os.PathLike],
+    model: ModelLike = None,
+    *,
+    reference: str | os.PathLike | None = None,
+    coordinate_range: tuple[float, float] | None = None,
+    normalization: str | None = None,
+    mm_per_unit: float = io.ARRAY_MM_PER_UNIT,
+    batch_size: int = 64,
+    device: str = "cpu",
+    progress: bool = False,
+) -> Codes:
+    """Encode tractograms (files, subject folders, TractoInferno roots) into bundle codes.
+
+    Parameters
+    ----------
+    inputs : sequence of str or os.PathLike
+        See :func:`tractvq.io.find_tractograms`.
+    model : BundleAutoencoder or str or os.PathLike or None, optional
+        See :func:`resolve_model`; default: the shipped default model.
+    reference, coordinate_range, normalization, mm_per_unit
+        See :func:`group_for_model`.
+    batch_size : int, optional
+        Groups per forward pass.
+    device : str, optional
+        ``"cpu"`` or ``"cuda"``.
+    progress : bool, optional
+        Show progress bars.
+
+    Returns
+    -------
+    Codes
+        Save it with :meth:`Codes.save`.
+    """
+    model, source = resolve_model(model)
+    layout = group_for_model(
+        io.find_tractograms(*inputs), model, reference=reference, coordinate_range=coordinate_range,
+        normalization=normalization, mm_per_unit=mm_per_unit, progress=progress,
+    )
+    indices, latents = encode_groups(model, layout.data, batch_size=batch_size, device=device, progress=progress)
+    identity = {"fingerprint": model_fingerprint(model), "config": model.config.to_dict(), "source": source}
+    layout = GroupedBundles.from_arrays(layout.to_arrays(with_data=False))  # the input is not kept
+    return Codes(layout, indices, latents, identity)
+
+
+def _model_for_codes(codes: Codes, model: ModelLike) -> BundleAutoencoder:
+    """The model given (checked against the codes), else the one the codes name."""
+    if model is None:
+        source = codes.model.get("source") or None
+        if source is None:
+            raise ModelError(None, "these codes do not say where their model is: give it with -m")
+        model = source
+    resolved, source = resolve_model(model)
+    fingerprint = model_fingerprint(resolved)
+    if fingerprint != codes.model.get("fingerprint"):
+        raise ModelError(
+            source or None,
+            f"is not the model these codes were made with (model {fingerprint}, codes made by"
+            f" {codes.model.get('fingerprint')} from {codes.model.get('source') or 'an in-memory model'})",
+        )
+    return resolved
+
+
+def decode(
+    codes: Codes, model: ModelLike = None, *, batch_size: int = 64, device: str = "cpu", progress: bool = False
+) -> list[StatefulTractogram]:
+    """Decode codes into tractograms in their source space, one per bundle.
+
+    Parameters
+    ----------
+    codes : Codes
+    model : BundleAutoencoder or str or os.PathLike or None, optional
+        Default: the model the codes name; a given model must be that one (same fingerprint).
+    batch_size, device, progress
+        See :func:`encode`.
+
+    Returns
+    -------
+    list of StatefulTractogram
+        In the order of ``codes.layout.sources``; same streamline count and order as the
+        encoded input.
+
+    Raises
+    ------
+    ModelError
+        If the model is not the one the codes were made with, or cannot be found.
+    """
+    model = _model_for_codes(codes, model)
+    decoded = decode_codes(model, codes, batch_size=batch_size, device=device, progress=progress)
+    return codes.layout.to_tractograms(decoded)
+
+
+def reconstruct(
+    inputs: Sequence[str | os.PathLike],
+    model: ModelLike = None,
+    *,
+    reference: str | os.PathLike | None = None,
+    coordinate_range: tuple[float, float] | None = None,
+    normalization: str | None = None,
+    mm_per_unit: float = io.ARRAY_MM_PER_UNIT,
+    batch_size: int = 64,
+    device: str = "cpu",
+    progress: bool = False,
+) -> tuple[GroupedBundles, np.ndarray]:
+    """Encode and decode in one go.
+
+    Parameters
+    ----------
+    See :func:`encode`.
+
+    Returns
+    -------
+    groups : GroupedBundles
+        The input groups.
+    reconstruction : ndarray, shape (G, 3, S, P)
+        The decoded groups, normalised like ``groups.data``: turn them into tractograms with
+        ``groups.to_tractograms(reconstruction)``.
+    """
+    model, _ = resolve_model(model)
+    groups = group_for_model(
+        io.find_tractograms(*inputs), model, reference=reference, coordinate_range=coordinate_range,
+        normalization=normalization, mm_per_unit=mm_per_unit, progress=progress,
+    )
+    with torch.inference_mode():
+        model = model.eval().to(device)
+        reconstruction = np.concatenate([
+            model(torch.from_numpy(groups.data[batch]).to(device)).reconstruction.float().cpu().numpy()
+            for batch in _batches(len(groups), batch_size)
+        ])
+    return groups, reconstruction
+
+
+def _bundle_path(folder: Path, source: BundleSource, extension: str) -> Path:
+    subject = source.subject or "sub-unknown"
+    return folder / subject / "tractography" / f"{subject}__{source.name}{extension}"
+
+
+def plan_outputs(
+    sources: Sequence[BundleSource], output: str | os.PathLike, *, force: bool = False, extension: str = ".trk"
+) -> list[Path]:
+    """Where decoded bundles go, checked before any work: one file, or a folder in
+    TractoInferno layout ``<folder>/<subject>/tractography/<subject>__<bundle><extension>``.
+
+    Parameters
+    ----------
+    sources : sequence of BundleSource
+        The bundles (their subjects and names).
+    output : str or os.PathLike
+        A tractogram file (one bundle only) or a folder.
+    force : bool, optional
+        Allow replacing existing files.
+    extension : str, optional
+        Format of the files written into a folder.
+
+    Returns
+    -------
+    list of pathlib.Path
+        One per source.
+
+    Raises
+    ------
+    OutputError
+        If several bundles are to go into one file, the extension is unknown, two bundles
+        would share a file, or an output exists without ``force``.
+    """
+    output = Path(output)
+    if output.suffix.lower() in io.TRACTOGRAM_EXTENSIONS:
+        if len(sources) != 1:
+            raise OutputError(output, f"{len(sources)} bundles cannot go into one file: give a folder instead")
+        paths = [output]
+    elif output.suffix:
+        raise OutputError(output, f"unsupported extension {output.suffix!r} (give a tractogram file or a folder)")
+    else:
+        paths = [_bundle_path(output, source, extension) for source in sources]
+    if len(set(paths)) != len(paths):
+        raise OutputError(output, "two bundles have the same subject and name")
+    existing = [path for path in paths if path.exists()]
+    if existing and not force:
+        raise OutputError(existing[0], "already exists; pass force=True (--force) to replace it")
+    return paths
+
+
+def write_tractograms(
+    tractograms: Sequence[StatefulTractogram],
+    sources: Sequence[BundleSource],
+    output: str | os.PathLike,
+    *,
+    force: bool = False,
+    extension: str = ".trk",
+) -> list[Path]:
+    """Write decoded bundles where :func:`plan_outputs` says, each file atomically.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The written files.
+    """
+    paths = plan_outputs(sources, output, force=force, extension=extension)
+    for tractogram, path in zip(tractograms, paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        io.save(tractogram, path, force=force)
+    return paths
+
+
+def write_arrays(
+    groups: GroupedBundles, reconstruction: np.ndarray, output: str | os.PathLike, *, mm_per_unit: float, force: bool = False
+) -> Path:
+    """Write one reconstructed bundle as a published-layout array ``(N, 3, P)``.
+
+    The coordinates are millimetres divided by ``mm_per_unit`` (1 for arrays read with
+    ``normalization="none"`` and ``mm_per_unit=1``: the model's own units).
+
+    Raises
+    ------
+    OutputError
+        If the groups hold more than one bundle, or the file exists without ``force``.
+    """
+    if len(groups.sources) != 1:
+        raise OutputError(output, f"{len(groups.sources)} bundles cannot go into one .npy file")
+    (streamlines,) = groups.to_streamlines(reconstruction)  # (N, P, 3) mm
+    array = (streamlines / mm_per_unit).transpose(0, 2, 1).astype(np.float32)
+    with atomic_output(output, force=force) as temporary:
+        np.save(temporary, array)
+    return Path(output)
+

@@ -1,0 +1,43 @@
+"""Bundle autoencoders: one configurable model, any bottleneck, safe checkpoints.
+
+::
+
+    from tractvq.models import BundleAutoencoder, preset_config, save_model, load_model
+    model = BundleAutoencoder(preset_config("compact", bottleneck="fsq"))
+    output = model(groups)                    # groups (B, 3, 64, 64)
+    output.reconstruction, output.quantizer_output.indices
+    save_model(model, "model.pt")
+    model = load_model("model.pt")            # rebuilt from the file alone
+
+Presets: ``paper`` (the published VQ-Diff architecture, :mod:`tractvq.models.paper`) and
+``compact`` (ours, :mod:`tractvq.models.compact`); see :mod:`tractvq.models.config`.
+"""
+
+from tractvq.models.autoencoder import BundleAutoencoder, ModelOutput
+from tractvq.models.checkpoint import (
+    PUBLISHED_KINDS,
+    import_published,
+    load_checkpoint,
+    load_model,
+    model_fingerprint,
+    published_layout,
+    save_checkpoint,
+    save_model,
+)
+from tractvq.models.config import PRESETS, ModelConfig, preset_config
+
+__all__ = [
+    "PRESETS",
+    "PUBLISHED_KINDS",
+    "ModelConfig",
+    "preset_config",
+    "BundleAutoencoder",
+    "ModelOutput",
+    "save_model",
+    "load_model",
+    "model_fingerprint",
+    "save_checkpoint",
+    "load_checkpoint",
+    "published_layout",
+    "import_published",
+]
