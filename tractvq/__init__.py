@@ -6,7 +6,11 @@ fast; ``tractvq.load`` etc. import DIPY on first use.
 The data flow, one function per arrow::
 
     path --load--> StatefulTractogram --group--> GroupedBundles (G, 3, S, P)
+         --model.encode--> codes --model.decode--> (G, 3, S, P)
          --GroupedBundles.to_tractograms--> StatefulTractogram --save--> path
+
+The main job in one call each: ``codes = tractvq.encode(paths)``, ``codes.save(file)``,
+``tractvq.decode(tractvq.Codes.load(file))``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ _PUBLIC = {
     "TractvqError": "tractvq.errors",
     "TractogramError": "tractvq.errors",
     "OutputError": "tractvq.errors",
+    "ModelError": "tractvq.errors",
     "load": "tractvq.io",
     "load_array": "tractvq.io",
     "save": "tractvq.io",
@@ -32,6 +37,12 @@ _PUBLIC = {
     "summarize": "tractvq.summary",
     "prepare": "tractvq.cache",
     "load_cache": "tractvq.cache",
+    "load_model": "tractvq.encoding",
+    "encode": "tractvq.encoding",
+    "decode": "tractvq.encoding",
+    "reconstruct": "tractvq.encoding",
+    "write_tractograms": "tractvq.encoding",
+    "Codes": "tractvq.codes",
 }
 
 __all__ = ["__version__", *_PUBLIC]

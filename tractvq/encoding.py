@@ -34,6 +34,7 @@ from tractvq.outputs import atomic_output
 from tractvq.weights import PACKAGED_MODELS, packaged_model_path
 
 __all__ = [
+    "load_model",
     "resolve_model",
     "group_for_model",
     "encode_groups",
@@ -83,6 +84,26 @@ def resolve_model(model: ModelLike = None) -> tuple[BundleAutoencoder, str]:
             name, f"no such model file (shipped models: {', '.join(PACKAGED_MODELS)})"
         )
     return load_model(name), name
+
+
+def load_model(model: ModelLike = None) -> BundleAutoencoder:
+    """A trained model, in evaluation mode: the shipped default when ``model`` is None.
+
+    Parameters
+    ----------
+    model : str or os.PathLike or BundleAutoencoder or None, optional
+        A shipped name (``"default"``, ``"discrete"``), a checkpoint file or a model.
+
+    Returns
+    -------
+    BundleAutoencoder
+
+    Raises
+    ------
+    ModelError
+        See :func:`resolve_model`.
+    """
+    return resolve_model(model)[0]
 
 
 def group_for_model(
