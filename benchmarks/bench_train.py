@@ -23,27 +23,36 @@ Variants:
 ``compile``
     ``torch.compile(model)`` (inductor; needs a C++ compiler). Its one-off compile time is
     reported separately and not counted in the throughput.
+``channels_last+1thread``
+    ``channels_last`` on one thread instead of ``--threads`` (for machines whose cores are
+    shared with other jobs, where OpenMP threads wait for each other).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
+# Idle OpenMP threads sleep instead of spinning: the same speed on an idle machine, and up to
+# 4x faster steps when other jobs share the cores (set before torch loads OpenMP; export
+# OMP_WAIT_POLICY=ACTIVE to compare).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from tractvq.bundles import group
-from tractvq.data import GroupDataset, StepSampler
-from tractvq.io import load
-from tractvq.models.autoencoder import BundleAutoencoder
-from tractvq.models.config import preset_config
+import torch  # noqa: E402
+
+from tractvq.bundles import group  # noqa: E402
+from tractvq.data import GroupDataset, StepSampler  # noqa: E402
+from tractvq.io import load  # noqa: E402
+from tractvq.models.autoencoder import BundleAutoencoder  # noqa: E402
+from tractvq.models.config import preset_config  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "sub-vqdiff" / "tractography"
 BUNDLES = ("sub-vqdiff__POPT_R.trk", "sub-vqdiff__CC_Fr_1.trk")
-VARIANTS = ("default", "channels_last", "compile")
+VARIANTS = ("default", "channels_last", "compile", "channels_last+1thread")
 
 
 def sample_groups(settings):
@@ -62,7 +71,8 @@ class Variant:
         self.preset, self.variant, self.batch_size = preset, variant, args.batch
         self.dataset = GroupDataset(groups)
         self.sampler = StepSampler(len(self.dataset), args.batch, seed=0)
-        self.memory_format = torch.channels_last if variant == "channels_last" else torch.contiguous_format
+        self.memory_format = torch.channels_last if variant.startswith("channels_last") else torch.contiguous_format
+        self.threads = 1 if variant.endswith("1thread") else args.threads
         torch.manual_seed(0)
         self.model = BundleAutoencoder(replace(config, grouping=groups.settings)).to(memory_format=self.memory_format)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=2e-4, fused=True)
@@ -81,6 +91,7 @@ class Variant:
         return self.dataset.batch(self.sampler.indices(self.step)).contiguous(memory_format=self.memory_format)
 
     def train_step(self) -> float:
+        torch.set_num_threads(self.threads)
         began = time.perf_counter()
         self.model.train()
         groups = self.batch()
@@ -91,6 +102,7 @@ class Variant:
         return time.perf_counter() - began
 
     def eval_step(self) -> float:
+        torch.set_num_threads(self.threads)
         groups = self.batch()
         began = time.perf_counter()
         self.model.eval()
@@ -139,11 +151,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--presets", nargs="+", default=["paper", "compact"], choices=["paper", "compact"])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS[:3]), choices=VARIANTS)
     parser.add_argument("--bottleneck", default="vqdiff")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch},"
+    print(f"torch {torch.__version__}, {args.threads} threads (OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}), batch {args.batch},"
           f" bottleneck {args.bottleneck}, median of {args.steps} steps after {args.warmup}")
     header = (
         f"{'preset':8} {'variant':14} {'params':>9} {'s/step':>7} {'best':>7} {'steps/s':>8}"

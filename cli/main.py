@@ -63,3 +63,7 @@ cli.add_command(reconstruct)
 def main() -> None:
     """Entry point of the ``tractvq`` console script."""
     cli(prog_name="tractvq")
+
+
+if __name__ == "__main__":
+    main()

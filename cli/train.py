@@ -31,7 +31,7 @@ _TRAIN_FIELDS = {
     "steps": "steps", "batch_size": "batch", "lr": "lr", "lr_schedule": "lr_schedule",
     "warmup_steps": "warmup", "weight_decay": "weight_decay", "grad_clip": "grad_clip",
     "seed": "seed", "validate_every": "validate_every", "checkpoint_every": "checkpoint_every",
-    "device": "device", "num_threads": "threads",
+    "device": "device", "num_threads": "threads", "compile": "compile_model",
 }
 
 
@@ -60,6 +60,7 @@ _TRAIN_FIELDS = {
 @click.option("--dropout", default=0.1, show_default=True, help="With --augment: probability of replacing a streamline by its kept neighbour.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where to train.")
 @click.option("--threads", type=int, default=None, help="CPU threads of torch (default: torch's).")
+@click.option("--compile/--no-compile", "compile_model", default=False, show_default=True, help="torch.compile the training forward (slow start, faster steps).")
 @click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its checkpoint.")
 @force_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -68,7 +69,7 @@ def train(
     ctx, cache, run_dir, preset, bottleneck, bottleneck_options, codebook_size, latent_dim,
     model_options, steps, batch, lr, lr_schedule, warmup, weight_decay, grad_clip, seed,
     validate_every, checkpoint_every, augment, rotation, translation, dropout, device, threads,
-    resume, force, quiet,
+    compile_model, resume, force, quiet,
 ) -> None:
     """Train a bundle autoencoder on CACHE (made by `tractvq prepare`).
 
@@ -77,6 +78,9 @@ def train(
     given again are taken from the checkpoint). Several processes: launch with
     `torchrun --nproc_per_node N $(which tractvq) train ...` (gloo on CPUs, NCCL on GPUs).
     """
+    # Idle OpenMP threads sleep rather than spin (set before torch loads OpenMP): as fast on an
+    # idle machine, several times faster when other jobs share the cores (bench_train.py).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from dataclasses import replace
 
     from tractvq import training
@@ -109,7 +113,7 @@ def train(
                 steps=steps, batch_size=batch, lr=lr, lr_schedule=lr_schedule, warmup_steps=warmup,
                 weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, validate_every=validate_every,
                 checkpoint_every=checkpoint_every, augmentation=augmentation, device=device,
-                num_threads=threads,
+                num_threads=threads, compile=compile_model,
             )
     except ValueError as error:
         if isinstance(error, TractvqError):

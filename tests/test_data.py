@@ -136,8 +136,9 @@ def test_rotation_is_rigid_in_millimetres(groups):
         assert not np.allclose(batch[index], groups.data[index], atol=1e-3)
 
 
-def test_rigid_transform_with_global_normalisation_stays_in_millimetres(tractogram):
-    settings = GroupingSettings(**{**PAPER_SETTINGS.__dict__, "n_points": 16, "group_size": 16})
+@pytest.mark.parametrize("normalization", ["global", "none"])
+def test_rigid_transform_with_fixed_normalisation_stays_in_millimetres(tractogram, normalization):
+    settings = GroupingSettings(**{**PAPER_SETTINGS.__dict__, "n_points": 16, "group_size": 16, "normalization": normalization})
     groups = group(tractogram, settings)
     dataset = GroupDataset(groups, Augmentation(rotation_degrees=3, translation_mm=2), seed=5)
     batch = dataset.batch(np.arange(len(groups)), keys=np.arange(len(groups))).numpy()

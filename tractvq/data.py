@@ -33,7 +33,8 @@ look like:
 
 After the rigid transform the group is normalised again as the cache was
 (:class:`~tractvq.bundles.GroupingSettings.normalization`): per-group centroid and largest
-deviation, or the fixed global range. Validation batches are never augmented.
+deviation (``group``), or the group's fixed offset and scale (``global``, ``none``).
+Validation batches are never augmented.
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ class GroupDataset(torch.utils.data.Dataset):
         self.augmentation = augmentation or Augmentation()
         self.seed = int(seed)
         self.data = torch.from_numpy(np.ascontiguousarray(groups.data, dtype=np.float32))  # (G, 3, S, P)
-        self.global_normalization = groups.settings.normalization == "global"
+        # "global" and "none" map mm to model units with fixed numbers; "group" refits per group
+        self.per_group_normalization = groups.settings.normalization == "group"
 
     def __len__(self) -> int:
         return len(self.data)
@@ -176,14 +178,14 @@ class GroupDataset(torch.utils.data.Dataset):
             rotations[item] = _rotation_matrix(axis, math.radians(options.rotation_degrees) * rng.random())
             shifts[item] = rng.uniform(-options.translation_mm, options.translation_mm, size=3)
         batch = torch.take_along_dim(batch, torch.from_numpy(rows)[:, None, :, None], dim=2)  # (B, 3, S, P)
-        if not (options.rotation_degrees or options.translation_mm) and self.global_normalization:
+        if not (options.rotation_degrees or options.translation_mm) and not self.per_group_normalization:
             return batch
         scale = torch.from_numpy(self.groups.scale[indices])[:, None, None]  # (B, 1, 1) float64
         offset = torch.from_numpy(self.groups.offset[indices])[:, :, None]  # (B, 3, 1)
         points = batch.reshape(count, 3, -1).double() * scale + offset  # (B, 3, S*P) mm
         centre = points.mean(dim=2, keepdim=True)  # (B, 3, 1)
         points = torch.from_numpy(rotations) @ (points - centre) + centre + torch.from_numpy(shifts)[:, :, None]
-        if not self.global_normalization:
+        if self.per_group_normalization:
             # the cache's per-group normalisation: centroid, largest per-axis deviation
             offset = points.mean(dim=2, keepdim=True)
             deviation = (points - offset).abs().amax(dim=(1, 2))  # (B,)

@@ -15,8 +15,9 @@ processes.
     One row per validation: ``step``, ``epoch``, ``lr``, ``train_loss`` (mean since the
     previous row), ``val_loss``, ``val_mse``, ``val_mdf_mm``, ``val_perplexity``,
     ``val_usage``, ``elapsed_s`` (seconds spent in training steps, over all sessions of the
-    run); the JSONL rows also hold every loss part and quantizer
-    statistic (``train_*``, ``val_*``).
+    run); the JSONL rows also hold every loss part and quantizer statistic (``train_*``,
+    ``val_*``). Validation perplexity and usage are those of the codes chosen over the whole
+    validation split (empty for continuous bottlenecks).
 ``curves.png``
     Those curves (needs matplotlib, the ``bench``/``viz`` extra; skipped with a warning
     without it).
@@ -26,7 +27,7 @@ processes.
 Exact resumption
 ----------------
 A run interrupted at step ``k`` and resumed ends with the same weights, bit for bit, as an
-uninterrupted one (same device, same number of processes and threads):
+uninterrupted one (same device, same number of processes and threads; eager or compiled):
 
 - batches and augmentation are pure functions of ``(seed, step)``
   (:class:`tractvq.data.StepSampler`), so there is no data-loader state;
@@ -60,6 +61,14 @@ stays identical on all ranks: DDP broadcasts buffers (EMA codebooks, usage count
 rank 0 before each forward, and after each step the trainer broadcasts the quantizer's
 parameters from rank 0 (dead-code replacement edits the codebook in place, from each rank's
 own latents). The price is that such updates see rank 0's slice of the batch only.
+Each rank draws its own quantizer noise (seeded by ``(seed, rank)``).
+
+Speed
+-----
+AdamW runs fused (one kernel for all parameters); ``compile=True`` compiles the training
+forward with :func:`torch.compile`; the ``tractvq train`` command makes idle OpenMP threads
+sleep (``OMP_WAIT_POLICY=PASSIVE``), which keeps two CPU threads fast on cores shared with
+other jobs. ``benchmarks/bench_train.py`` measures the options.
 """
 
 from __future__ import annotations
@@ -109,7 +118,7 @@ METRIC_COLUMNS = (
     "val_perplexity", "val_usage", "elapsed_s",
 )
 #: Fields of a :class:`TrainConfig` that a resumed run may change.
-RESUMABLE_FIELDS = ("steps", "validate_every", "checkpoint_every", "device", "num_threads")
+RESUMABLE_FIELDS = ("steps", "validate_every", "checkpoint_every", "device", "num_threads", "compile")
 _CHECKPOINT_FORMAT = "tractvq-training-checkpoint"
 _CHECKPOINT_VERSION = 1
 _RANK_SEED_STREAM = 2  # keeps the per-rank torch seeds apart from tractvq.data's streams
@@ -152,6 +161,10 @@ class TrainConfig:
         Where to train: ``auto`` takes CUDA when available.
     num_threads : int or None
         CPU threads of torch (:func:`torch.set_num_threads`); None leaves torch's default.
+    compile : bool
+        Run the training forward through :func:`torch.compile` (inductor; needs a C++
+        compiler on the CPU). A one-off compile of tens of seconds for about 20% faster
+        ``paper`` steps on the CPU (``benchmarks/bench_train.py``); validation stays eager.
     """
 
     steps: int = 10_000
@@ -168,6 +181,7 @@ class TrainConfig:
     augmentation: Augmentation = field(default_factory=Augmentation)
     device: str = "auto"
     num_threads: int | None = None
+    compile: bool = False
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "validate_every", "checkpoint_every"):
@@ -184,6 +198,8 @@ class TrainConfig:
             raise ValueError(f"final_lr_fraction must be in [0, 1], got {self.final_lr_fraction!r}")
         if not 0 <= self.weight_decay < math.inf:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be True or False, got {self.compile!r}")
         if self.grad_clip is not None and not 0 < self.grad_clip < math.inf:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
         if isinstance(self.augmentation, Mapping):
@@ -210,7 +226,8 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(
-                f"unknown training config key(s) {', '.join(map(repr, unknown))}; the keys are: {', '.join(sorted(known))}"
+                f"unknown training config key(s) {', '.join(map(repr, unknown))};"
+                f" the keys are: {', '.join(sorted(known))}"
             )
         return cls(**data)
 
@@ -504,7 +521,8 @@ def _validate(model, dataset: GroupDataset, batch_size: int, device: torch.devic
             reconstruction = output.reconstruction.float()
             squared_error += float(((reconstruction - batch) ** 2).sum())
             subset = groups.select(rows)
-            distances.append(mean_mdf_mm(subset.denormalize(), subset.denormalize(reconstruction.cpu().numpy()), subset.mask))
+            reconstruction_mm = subset.denormalize(reconstruction.cpu().numpy())  # (b, S, P, 3)
+            distances.append(mean_mdf_mm(subset.denormalize(), reconstruction_mm, subset.mask))
             if output.quantizer_output.indices is not None:
                 indices.append(output.quantizer_output.indices.reshape(-1).cpu())
     model.train(was_training)
@@ -614,7 +632,9 @@ def train(
         payload = load_checkpoint(run_dir / "checkpoint.pt")
         saved_model = ModelConfig.from_dict(payload["model_config"])
         if model_config is not None and _with_grouping(model_config, cache, cache_path) != saved_model:
-            raise RunConfigError(run_dir, f"the model config differs from the checkpoint's: got {model_config}, saved {saved_model}")
+            raise RunConfigError(
+                run_dir, f"the model config differs from the checkpoint's: got {model_config}, saved {saved_model}"
+            )
         model_config = saved_model
         train_config = _merge_resumed_config(run_dir, TrainConfig.from_dict(payload["train_config"]), train_config)
         if payload["cache"]["settings"] != asdict(cache.settings) or payload["cache"]["groups"] != len(cache.groups):
@@ -675,7 +695,11 @@ def _with_grouping(model_config, cache, cache_path):
         raise RunConfigError(cache_path, f"the model cannot take this cache's groups: {error}") from None
 
 
-def _run(cache, cache_path, run_dir, model, model_config, config, payload, processes, device, *, progress, callback, modules):
+def _run(
+    cache, cache_path, run_dir, model, model_config, config, payload, processes, device, *,
+    progress, callback, modules,
+):
+    """The training loop of :func:`train`, once everything is checked and built."""
     import torch.distributed as dist
     from tqdm.auto import tqdm
 
@@ -727,6 +751,8 @@ def _run(cache, cache_path, run_dir, model, model_config, config, payload, proce
             # tests); a new one that does not makes DDP fail with a message naming this flag
             find_unused_parameters=False,
         )
+    if config.compile:
+        trained = torch.compile(trained)
     if processes.main and payload is None:
         with atomic_output(run_dir / "config.json", force=True) as path:
             path.write_text(json.dumps({
@@ -761,7 +787,9 @@ def _run(cache, cache_path, run_dir, model, model_config, config, payload, proce
                 "model_config": model_config.to_dict(),
                 "train_config": config.to_dict(),
                 "world_size": processes.world_size,
-                "cache": {"path": os.fspath(cache_path), "groups": len(cache.groups), "settings": asdict(cache.settings)},
+                "cache": {
+                    "path": os.fspath(cache_path), "groups": len(cache.groups), "settings": asdict(cache.settings),
+                },
             }, path, force=True)
             _write_rows(run_dir, rows)
         if processes.distributed:
