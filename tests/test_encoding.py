@@ -157,3 +157,11 @@ def test_cli_reconstruct_reads_and_writes_published_arrays_in_model_units(tmp_pa
     with torch.inference_mode():
         expected = model(torch.from_numpy(array.reshape(3, 64, 3, 64).transpose(0, 2, 1, 3).copy())).reconstruction
     np.testing.assert_allclose(reconstruction, expected.numpy().transpose(0, 2, 1, 3).reshape(array.shape), atol=1e-5)
+
+
+def test_load_model_reads_a_file_and_passes_models_through(discrete_model):
+    from tractvq.encoding import load_model
+
+    model = load_model(discrete_model)
+    assert isinstance(model, BundleAutoencoder) and not model.training
+    assert load_model(model) is model

@@ -29,7 +29,8 @@ from tractvq.bundles import BundleSource, GroupedBundles, group
 from tractvq.codes import Codes, index_dtype
 from tractvq.errors import ModelError, OutputError
 from tractvq.models.autoencoder import BundleAutoencoder
-from tractvq.models.checkpoint import load_model, model_fingerprint
+from tractvq.models.checkpoint import load_model as read_model_file
+from tractvq.models.checkpoint import model_fingerprint
 from tractvq.outputs import atomic_output
 from tractvq.weights import PACKAGED_MODELS, packaged_model_path
 
@@ -78,12 +79,12 @@ def resolve_model(model: ModelLike = None) -> tuple[BundleAutoencoder, str]:
         path = packaged_model_path(name)
         if path is None:
             raise ModelError(name, "this installation ships no such model; give a model file with -m")
-        return load_model(path), name
+        return read_model_file(path), name
     if not Path(name).is_file():
         raise ModelError(
             name, f"no such model file (shipped models: {', '.join(PACKAGED_MODELS)})"
         )
-    return load_model(name), name
+    return read_model_file(name), name
 
 
 def load_model(model: ModelLike = None) -> BundleAutoencoder:

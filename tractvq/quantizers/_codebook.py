@@ -10,6 +10,9 @@ from torch import Tensor
 __all__ = [
     "squared_distances",
     "nearest_codes",
+    "relaxed_gumbel_sample",
+    "straight_through_rows",
+    "straight_through_entries",
     "replace_unused_codes",
     "AnnealedTemperature",
 ]
@@ -19,18 +22,91 @@ def squared_distances(latents: Tensor, codebook: Tensor) -> Tensor:
     """Squared Euclidean distances ``(N, K)`` between latents ``(N, D)`` and codes ``(K, D)``.
 
     Computed as ``|z|^2 - 2 z.c + |c|^2`` with one matrix product (clamped at 0 against
-    rounding), the form every reference implementation uses.
+    rounding), the form every reference implementation uses; the (N, K) result is the only
+    matrix allocated (the same values as the three-term sum written out).
     """
-    return (
-        latents.pow(2).sum(dim=1, keepdim=True)
-        - 2 * latents @ codebook.t()
-        + codebook.pow(2).sum(dim=1)[None, :]
-    ).clamp_min(0)
+    distances = torch.addmm(
+        latents.pow(2).sum(dim=1, keepdim=True), latents, codebook.t(), alpha=-2
+    )  # |z|^2 - 2 z.c, (N, K)
+    return distances.add_(codebook.pow(2).sum(dim=1)).clamp_min_(0)
 
 
 def nearest_codes(latents: Tensor, codebook: Tensor) -> Tensor:
     """Index ``(N,)`` of the nearest code of each latent (ties: the lowest index)."""
     return squared_distances(latents, codebook).argmin(dim=1)
+
+
+def relaxed_gumbel_sample(logits: Tensor, temperature: float) -> Tensor:
+    """``softmax((l + g) / tau)`` over the last axis of ``logits`` ``(N, K)``, ``g ~ Gumbel(0, 1)``.
+
+    The relaxed sample of :func:`torch.nn.functional.gumbel_softmax` (``hard=False``): the same
+    draws from torch's RNG (``g = -log(E)``, ``E ~ Exp(1)``) and the same values, computed in
+    the noise's own buffer.
+    """
+    gumbels = torch.empty_like(logits).exponential_().log_().neg_()  # g, (N, K)
+    return gumbels.add_(logits).div_(temperature).softmax(dim=1)
+
+
+class _StraightThroughRows(torch.autograd.Function):
+    """``y @ matrix`` with ``y = onehot(indices) - sg(soft) + soft``, whose value is exactly
+    ``onehot(indices)``: the forward gathers rows, the backward is that of the product."""
+
+    @staticmethod
+    def forward(ctx, soft: Tensor, matrix: Tensor, indices: Tensor) -> Tensor:
+        ctx.save_for_backward(matrix, indices)
+        return matrix[indices]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        matrix, indices = ctx.saved_tensors
+        grad_soft = grad @ matrix.t() if ctx.needs_input_grad[0] else None  # (N, K)
+        grad_matrix = None
+        if ctx.needs_input_grad[1]:
+            grad_matrix = torch.zeros_like(matrix).index_add_(0, indices, grad)  # y^T grad
+        return grad_soft, grad_matrix, None
+
+
+class _StraightThroughEntries(torch.autograd.Function):
+    """``(y * table).sum(1, keepdim=True)`` for a constant ``table`` ``(N, K)``, with ``y`` as
+    in :class:`_StraightThroughRows`: the value is ``table[n, indices[n]]``."""
+
+    @staticmethod
+    def forward(ctx, soft: Tensor, table: Tensor, indices: Tensor) -> Tensor:
+        ctx.save_for_backward(table)
+        return table.gather(1, indices[:, None])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (table,) = ctx.saved_tensors
+        return grad * table, None, None
+
+
+def straight_through_rows(soft: Tensor, matrix: Tensor, indices: Tensor) -> Tensor:
+    """Straight-through one-hot product ``y @ matrix`` ``(N, D)``.
+
+    ``y = onehot(indices) - sg(soft) + soft`` is exactly ``onehot(indices)`` in value (for
+    ``0 <= soft <= 1``), so the value is ``matrix[indices]``; the gradient reaches ``soft`` as
+    ``grad @ matrix^T`` and ``matrix`` as ``onehot(indices)^T grad``, those of the product.
+
+    Parameters
+    ----------
+    soft : Tensor, shape (N, K)
+        The relaxed sample the gradient flows through.
+    matrix : Tensor, shape (K, D)
+    indices : Tensor of int64, shape (N,)
+        The hard choice.
+    """
+    return _StraightThroughRows.apply(soft, matrix, indices)
+
+
+def straight_through_entries(soft: Tensor, table: Tensor, indices: Tensor) -> Tensor:
+    """Straight-through one-hot selection ``(y * table).sum(1, keepdim=True)`` ``(N, 1)``.
+
+    With ``y`` as in :func:`straight_through_rows`: the value is ``table[n, indices[n]]``, the
+    gradient reaches ``soft`` as ``grad * table``. ``table`` is a constant (no gradient reaches
+    it); add ``x - sg(x)`` of the chosen entries ``x`` for a gradient through them.
+    """
+    return _StraightThroughEntries.apply(soft, table.detach(), indices)
 
 
 def replace_unused_codes(

@@ -104,9 +104,12 @@ class DiVeQ(NSVQ):
     def _error(self, latents: Tensor, codes: Tensor) -> Tensor:
         """``||c - z|| sg[(c - z + v) / ||c - z + v||]``, ``v ~ N(0, sigma^2 I)``, ``(N, D)``."""
         offset = codes - latents  # c - z
-        noisy = offset + self.noise_variance**0.5 * torch.randn_like(offset)
-        direction = noisy / torch.linalg.vector_norm(noisy, dim=1, keepdim=True).clamp_min(1e-12)
-        return torch.linalg.vector_norm(offset, dim=1, keepdim=True) * direction.detach()
+        with torch.no_grad():  # sg[...]
+            noise = torch.randn_like(offset).mul_(self.noise_variance**0.5)  # v
+            noisy = noise.add_(offset)  # c - z + v
+            norm = torch.linalg.vector_norm(noisy, dim=1, keepdim=True).clamp_min_(1e-12)
+            direction = noisy.div_(norm)
+        return torch.linalg.vector_norm(offset, dim=1, keepdim=True) * direction
 
     def _substitute(self, latents: Tensor, codes: Tensor) -> Tensor:
         return latents + self._error(latents, codes)

@@ -72,10 +72,15 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tractvq.quantizers._codebook import AnnealedTemperature, squared_distances
+from tractvq.quantizers._codebook import (
+    AnnealedTemperature,
+    relaxed_gumbel_sample,
+    squared_distances,
+    straight_through_entries,
+    straight_through_rows,
+)
 from tractvq.quantizers.base import (
     Quantizer,
     QuantizerOutput,
@@ -152,22 +157,33 @@ class GMVQ(AnnealedTemperature, Quantizer):
         means = self.codebook.weight  # mu, (K, D)
         distances = squared_distances(latents, means)  # ||zh - mu_c||^2, (N, K)
         logits = -distances / (2 * self.prior_std**2)  # l, log q(c|x) + const
-        variance = (distances / self.dim).clamp_min(1e-12)  # s_c^2
-        ratio = variance / self.prior_std**2  # r_c
-        latent_kl = 0.5 * self.dim * (ratio - 1 - ratio.log())  # KL_c, (N, K)
         if self.training:
-            choice = F.gumbel_softmax(logits, tau=self.temperature, hard=True)  # y, (N, K)
-            noise = torch.randn_like(latents)  # eps, (N, D)
-            quantized = choice @ means + (choice * variance.sqrt()).sum(1, keepdim=True) * noise
-            indices = choice.argmax(dim=1)
+            soft = relaxed_gumbel_sample(logits, self.temperature)  # (N, K)
+            indices = soft.max(dim=1)[1]  # the Gumbel-max code c
         else:
+            soft = None
             indices = logits.argmax(dim=1)
-            choice = F.one_hot(indices, self.codebook_size).to(logits.dtype)
+        # The one-hot y reads KL_c and s_c at the chosen code only: their gradient reaches the
+        # distances there (chosen_*), while the relaxed gradient of y needs them for every
+        # code, as constants (table_*).
+        std_at_code, kl_at_code = self._std_and_kl(distances.gather(1, indices[:, None]))
+        if self.training:
+            table_std, table_kl = self._std_and_kl_table(distances)  # (N, K)
+            noise = torch.randn_like(latents)  # eps, (N, D)
+            std = straight_through_entries(soft, table_std, indices) + (
+                std_at_code - std_at_code.detach()
+            )  # y . s, (N, 1)
+            latent_kl = straight_through_entries(soft, table_kl, indices) + (
+                kl_at_code - kl_at_code.detach()
+            )  # y . KL, (N, 1)
+            quantized = straight_through_rows(soft, means, indices) + std * noise  # y @ mu + ...
+        else:
+            latent_kl = kl_at_code  # y = onehot(c*)
             quantized = self.codebook(indices)
         aggregate = logits.softmax(dim=1).mean(dim=0)  # qbar, (K,)
         log_ratio = aggregate.clamp_min(1e-12).log() + math.log(self.codebook_size)
         aggregate_kl = (aggregate * log_ratio).sum()  # KL(qbar || uniform)
-        chosen_kl = (choice * latent_kl).sum(dim=1).mean()
+        chosen_kl = latent_kl.sum(dim=1).mean()
         loss = self.latent_weight * chosen_kl + self.kl_weight * aggregate_kl
         stats = codebook_stats(indices, self.codebook_size)
         stats["soft_perplexity"] = probability_stats(aggregate)["perplexity"]
@@ -175,6 +191,21 @@ class GMVQ(AnnealedTemperature, Quantizer):
         stats["aggregate_kl"] = aggregate_kl
         stats["temperature"] = logits.new_tensor(self.temperature)
         return QuantizerOutput(quantized, indices, loss, stats)
+
+    def _std_and_kl(self, distances: Tensor) -> tuple[Tensor, Tensor]:
+        """``s_c`` and ``KL_c`` of distances ``||zh - mu_c||^2`` (any shape)."""
+        variance = (distances / self.dim).clamp_min(1e-12)  # s_c^2
+        ratio = variance / self.prior_std**2  # r_c
+        return variance.sqrt(), 0.5 * self.dim * (ratio - 1 - ratio.log())  # s_c, KL_c
+
+    @torch.no_grad()
+    def _std_and_kl_table(self, distances: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`_std_and_kl` without gradient, in two new (N, K) buffers."""
+        variance = (distances / self.dim).clamp_min_(1e-12)  # s_c^2
+        std = variance.sqrt()  # s_c
+        ratio = variance.div_(self.prior_std**2)  # r_c
+        log_ratio = ratio.log()
+        return std, ratio.sub_(1).sub_(log_ratio).mul_(0.5 * self.dim)  # KL_c
 
     def indices_to_codes(self, indices: Tensor) -> Tensor:
         return self.codebook(indices)

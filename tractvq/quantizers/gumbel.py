@@ -29,10 +29,14 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tractvq.quantizers._codebook import AnnealedTemperature, squared_distances
+from tractvq.quantizers._codebook import (
+    AnnealedTemperature,
+    relaxed_gumbel_sample,
+    squared_distances,
+    straight_through_rows,
+)
 from tractvq.quantizers.base import Quantizer, QuantizerOutput, codebook_stats, register
 from tractvq.quantizers.vq import init_codebook
 
@@ -107,9 +111,9 @@ class GumbelSoftmax(AnnealedTemperature, Quantizer):
     def quantize(self, latents: Tensor) -> QuantizerOutput:
         logits = self._logits(latents)  # (N, K)
         if self.training:
-            choice = F.gumbel_softmax(logits, tau=self.temperature, hard=True)  # (N, K)
-            indices = choice.argmax(dim=1)
-            quantized = choice @ self.codebook.weight
+            soft = relaxed_gumbel_sample(logits, self.temperature)  # s, (N, K)
+            indices = soft.max(dim=1)[1]  # argmax(l + g)
+            quantized = straight_through_rows(soft, self.codebook.weight, indices)  # y @ codebook
         else:
             indices = logits.argmax(dim=1)
             quantized = self.codebook(indices)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tractvq.quantizers._codebook import squared_distances
+from tractvq.quantizers._codebook import relaxed_gumbel_sample, squared_distances
 from tractvq.quantizers.base import (
     Quantizer,
     QuantizerOutput,
@@ -107,7 +107,7 @@ class VQDiff(Quantizer):
             weights = F.one_hot(indices, self.codebook_size).to(logits.dtype)
         else:
             if mode == "sample":
-                weights = F.gumbel_softmax(logits, tau=self.temperature, hard=False)  # w
+                weights = relaxed_gumbel_sample(logits, self.temperature)  # w
             else:
                 weights = (logits / self.temperature).softmax(dim=1)
             indices = weights.argmax(dim=1)
