@@ -8,6 +8,7 @@ stderr and exit status 2; ``--verbose`` shows the traceback instead.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -62,6 +63,9 @@ cli.add_command(reconstruct)
 
 def main() -> None:
     """Entry point of the ``tractvq`` console script."""
+    # Idle OpenMP threads sleep rather than spin (set before any command loads torch): as fast
+    # on an idle machine, several times faster when other jobs share the cores (bench_train.py).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cli(prog_name="tractvq")
 
 

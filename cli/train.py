@@ -78,9 +78,6 @@ def train(
     given again are taken from the checkpoint). Several processes: launch with
     `torchrun --nproc_per_node N $(which tractvq) train ...` (gloo on CPUs, NCCL on GPUs).
     """
-    # Idle OpenMP threads sleep rather than spin (set before torch loads OpenMP): as fast on an
-    # idle machine, several times faster when other jobs share the cores (bench_train.py).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from dataclasses import replace
 
     from tractvq import training
