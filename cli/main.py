@@ -17,8 +17,10 @@ from tractvq._version import __version__
 from tractvq.cli.bench import bench_quantizers
 from tractvq.cli.decode import decode
 from tractvq.cli.encode import encode
+from tractvq.cli.evaluate import evaluate
 from tractvq.cli.import_checkpoint import import_checkpoint
 from tractvq.cli.info import info
+from tractvq.cli.perturb import perturb
 from tractvq.cli.prepare import prepare
 from tractvq.cli.reconstruct import reconstruct
 from tractvq.cli.quantizers import quantizers
@@ -59,6 +61,8 @@ cli.add_command(train)
 cli.add_command(encode)
 cli.add_command(decode)
 cli.add_command(reconstruct)
+cli.add_command(evaluate)
+cli.add_command(perturb)
 
 
 def main() -> None:

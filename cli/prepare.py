@@ -34,10 +34,11 @@ from tractvq.cli.options import force_option, reference_option
 @click.option("--mm-per-unit", default=100.0, show_default=True, help="Scale of published .npy arrays.")
 @click.option("--validation-fraction", default=0.1, show_default=True, help="Held-out fraction of subjects (or of groups for one subject).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random grouping and of the split.")
+@click.option("--holdout-bundle", "holdout_bundles", multiple=True, help="Hold out every group of this bundle (repeatable): validation only, for generalisation.")
 @force_option
 def prepare(
     sources, output, reference, n_points, group_size, grouping, orient, order, normalization,
-    coordinate_range, paper, mm_per_unit, validation_fraction, seed, force,
+    coordinate_range, paper, mm_per_unit, validation_fraction, seed, holdout_bundles, force,
 ) -> None:
     """Turn tractograms into a training cache folder (groups, labels, split).
 
@@ -62,6 +63,6 @@ def prepare(
         raise click.UsageError(str(error)) from error
     path = prepare_cache(
         sources, output, settings, reference=reference, mm_per_unit=mm_per_unit,
-        validation_fraction=validation_fraction, seed=seed, force=force,
+        validation_fraction=validation_fraction, seed=seed, holdout_bundles=holdout_bundles, force=force,
     )
     click.echo(f"wrote {path}")

@@ -116,6 +116,7 @@ def prepare(
     mm_per_unit: float = ARRAY_MM_PER_UNIT,
     validation_fraction: float = 0.1,
     seed: int = 0,
+    holdout_bundles: Sequence[str] = (),
     force: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -139,6 +140,9 @@ def prepare(
         Held-out fraction: of subjects when there are several, else of groups.
     seed : int, optional
         Seed of the split.
+    holdout_bundles : sequence of str, optional
+        Bundles held out whole (every group of them is validation, for generalisation to
+        unseen bundles); the other groups are split as above.
     force : bool, optional
         Replace an existing cache.
     progress : bool, optional
@@ -161,6 +165,13 @@ def prepare(
     if not 0 <= validation_fraction < 1:
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
     records = find_tractograms(*sources)
+    holdout_bundles = sorted(set(holdout_bundles))
+    unknown = sorted(set(holdout_bundles) - {record.bundle for record in records})
+    if unknown:
+        raise ValueError(
+            f"cannot hold out bundle(s) {', '.join(unknown)}: not among the sources' bundles"
+            f" ({', '.join(sorted({record.bundle for record in records}))})"
+        )
     if settings.normalization == "global" and settings.minimum is None:
         ranges = [
             coordinate_range(resample(read_record(record, reference, mm_per_unit=mm_per_unit), settings.n_points, source=record.path))
@@ -176,13 +187,16 @@ def prepare(
     bundle_names = sorted({record.bundle for record in records})
     subject_labels = np.array([subject_names.index(source.subject) for source in groups.sources])[groups.bundle_index]
     bundle_labels = np.array([bundle_names.index(source.name) for source in groups.sources])[groups.bundle_index]
-    validation, unit = split_groups(subject_labels, validation_fraction, seed)
+    held_out = np.isin(bundle_labels, [bundle_names.index(name) for name in holdout_bundles])
+    validation = held_out.copy()
+    validation[~held_out], unit = split_groups(subject_labels[~held_out], validation_fraction, seed)
     manifest = {
         "format": _CACHE_FORMAT,
         "format_version": _CACHE_VERSION,
         "tractvq_version": __version__,
         "settings": asdict(settings),
-        "split": {"unit": unit, "validation_fraction": validation_fraction, "seed": seed},
+        "split": {"unit": unit, "validation_fraction": validation_fraction, "seed": seed,
+                  "holdout_bundles": holdout_bundles},
         "groups": len(groups),
         "validation_groups": int(validation.sum()),
         "streamlines": sum(source.n_streamlines for source in groups.sources),
