@@ -1,4 +1,4 @@
-"""``tractvq bench-quantizers``: every quantizer in the same small VQ-VAE, at equal budget."""
+"""``tractvq bench-quantizers``: every quantizer in the same model, at equal budget."""
 
 from __future__ import annotations
 
@@ -9,38 +9,83 @@ from tractvq.cli.options import force_option
 DOMAINS = ("digits", "cifar10", "streamlines")
 
 
+def _split_options(ctx, param, values) -> dict:
+    """Parse repeated ``QUANTIZER:KEY=VALUE`` options into ``{quantizer: {key: value}}``."""
+    from tractvq.cli.options import key_values
+
+    options: dict[str, dict] = {}
+    for item in values:
+        name, separator, assignment = item.partition(":")
+        if not separator or not name:
+            raise click.BadParameter(f"expected QUANTIZER:KEY=VALUE, got {item!r}", ctx=ctx, param=param)
+        options.setdefault(name, {}).update(key_values(ctx, param, [assignment]))
+    return options
+
+
 @click.command("bench-quantizers")
 @click.option(
     "--domain",
     type=click.Choice(DOMAINS),
     default="digits",
     show_default=True,
-    help="digits: scikit-learn's bundled 8x8 handwritten digits; cifar10: the CIFAR-10 python batches in --data-dir.",
+    help="digits: scikit-learn's bundled 8x8 handwritten digits; cifar10: the CIFAR-10 python batches in"
+    " --data-dir; streamlines: bundle autoencoders on the training cache in --data-dir (`tractvq prepare`).",
 )
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Folder of the CIFAR-10 python batches (cifar10 only).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="CIFAR-10 batches (cifar10) or a training cache (streamlines).")
 @click.option("--quantizer", "-q", "names", multiple=True, metavar="NAME", help="A quantizer to train (repeatable; default: all, see `tractvq quantizers`).")
 @click.option("--steps", default=1000, show_default=True, type=click.IntRange(min=1), help="Training steps per quantizer.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per training step.")
-@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Adam learning rate.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images or bundles per training step.")
+@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (Adam).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the weights, the batches and the methods' noise (the digits train/test split is fixed).")
-@click.option("--codebook-size", default=512, show_default=True, type=click.IntRange(min=2), help="Codes K of every quantizer with a codebook.")
-@click.option("--dim", default=64, show_default=True, type=click.IntRange(min=1), help="Latent channels D.")
-@click.option("--output", "-o", required=True, type=click.Path(), help="Folder to create: results.csv, results.md, results.png, settings.json.")
+@click.option("--codebook-size", type=click.IntRange(min=2), default=None, help="Codes K of every quantizer with a codebook (default: 512 for images, the preset's for streamlines).")
+@click.option("--dim", type=click.IntRange(min=1), default=None, help="Latent channels D (default: 64 for images, the preset's for streamlines).")
+@click.option("--preset", type=click.Choice(["paper", "compact"]), default="compact", show_default=True, help="streamlines: the model preset.")
+@click.option("--option", "quantizer_options", multiple=True, callback=_split_options, metavar="QUANTIZER:KEY=VALUE", help="streamlines: an option of one quantizer, e.g. vqdiff:eval_mode=mean (repeatable).")
+@click.option("--augment/--no-augment", default=True, show_default=True, help="streamlines: augment training groups as `tractvq train --augment`.")
+@click.option("--threshold", default=5.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="streamlines: BUAN threshold in mm (next to the published protocol's).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="streamlines: CPU threads of torch (default: torch's).")
+@click.option("--resume", is_flag=True, help="streamlines: keep the finished runs in --output, resume stopped ones, train the rest.")
+@click.option("--quiet", "quiet", is_flag=True, help="No progress bars.")
+@click.option("--output", "-o", required=True, type=click.Path(), help="Folder to create: results.csv, results.md, results.png, settings.json (+ runs/ for streamlines).")
 @force_option
-def bench_quantizers(domain, data_dir, names, steps, batch_size, lr, seed, codebook_size, dim, output, force) -> None:
-    """Benchmark quantizers in a small image VQ-VAE.
+def bench_quantizers(domain, data_dir, names, steps, batch_size, lr, seed, codebook_size, dim, preset, quantizer_options,
+                     augment, threshold, threads, resume, quiet, output, force) -> None:
+    """Benchmark quantizers at equal budget and seed.
 
-    Trains a small convolutional autoencoder with each quantizer as its bottleneck, with the
-    same seed and budget, and writes the test MSE, PSNR, code perplexity and usage, and the
-    time per training step, as CSV, Markdown and a plot into the folder --output.
+    Images (digits, cifar10): a small convolutional autoencoder per quantizer; writes the test
+    MSE, PSNR, code perplexity and usage, and the time per training step.
+
+    Streamlines: the bundle autoencoder of --preset per quantizer, trained with `tractvq train`'s
+    loop on the cache in --data-dir (runs kept in OUTPUT/runs/QUANTIZER) and scored on the
+    cache's validation groups: BUAN (published protocol and --threshold mm), mean MDF in mm,
+    MSE, perplexity, usage, bytes per bundle and time per step.
     """
-    if domain == "streamlines":
-        raise click.BadParameter("the streamlines domain comes with the models; it is not available yet", param_hint="'--domain'")
-    if domain == "cifar10" and data_dir is None:
-        raise click.UsageError("--domain cifar10 needs --data-dir, the folder of the CIFAR-10 python batches")
-    if domain != "cifar10" and data_dir is not None:
-        raise click.UsageError(f"--data-dir is for --domain cifar10 only, not {domain}")
+    from tractvq.quantizers import available
 
+    known = [name for name, _, _ in available()]
+    unknown = [name for name in (*names, *quantizer_options) if name not in known]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown quantizer {', '.join(map(repr, unknown))}; choose from: {', '.join(known)}",
+            param_hint="'--quantizer'",
+        )
+    names = list(dict.fromkeys(names)) or known
+    if domain in ("cifar10", "streamlines") and data_dir is None:
+        what = "the folder of the CIFAR-10 python batches" if domain == "cifar10" else "a training cache (`tractvq prepare`)"
+        raise click.UsageError(f"--domain {domain} needs --data-dir, {what}")
+    if domain == "digits" and data_dir is not None:
+        raise click.UsageError("--data-dir is for --domain cifar10 or streamlines, not digits")
+    if domain != "streamlines":
+        given = [flag for flag, value in (("--option", quantizer_options), ("--resume", resume), ("--threads", threads)) if value]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} is for --domain streamlines only")
+        _bench_images(domain, data_dir, names, steps, batch_size, lr, seed, codebook_size or 512, dim or 64, output, force)
+    else:
+        _bench_streamlines(data_dir, names, steps, batch_size, lr, seed, codebook_size, dim, preset, quantizer_options,
+                           augment, threshold, threads, resume, quiet, output, force)
+
+
+def _bench_images(domain, data_dir, names, steps, batch_size, lr, seed, codebook_size, dim, output, force) -> None:
     from tractvq.outputs import check_output
 
     check_output(output, force=force)  # refuse before training, not after
@@ -50,16 +95,7 @@ def bench_quantizers(domain, data_dir, names, steps, batch_size, lr, seed, codeb
     from tractvq import __version__
     from tractvq.bench import load_cifar10, load_digits, run_benchmark, write_results
     from tractvq.bench.report import format_markdown
-    from tractvq.quantizers import available
 
-    known = [name for name, _, _ in available()]
-    unknown = [name for name in names if name not in known]
-    if unknown:
-        raise click.BadParameter(
-            f"unknown quantizer {', '.join(map(repr, unknown))}; choose from: {', '.join(known)}",
-            param_hint="'--quantizer'",
-        )
-    names = list(dict.fromkeys(names)) or known
     dataset = load_digits(seed=0) if domain == "digits" else load_cifar10(data_dir)
     try:
         rows = run_benchmark(
@@ -78,3 +114,64 @@ def bench_quantizers(domain, data_dir, names, steps, batch_size, lr, seed, codeb
     path = write_results(rows, output, settings=settings, title=title, force=force)
     click.echo(format_markdown(rows), nl=False)
     click.echo(f"wrote {path}")
+
+
+def _bench_streamlines(cache, names, steps, batch_size, lr, seed, codebook_size, dim, preset, quantizer_options,
+                       augment, threshold, threads, resume, quiet, output, force) -> None:
+    import shutil
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from tractvq import __version__
+    from tractvq.bench.report import format_markdown, write_result_files
+    from tractvq.bench.streamlines import STREAMLINE_COLUMNS, plot_streamline_results, run_streamline_benchmark
+    from tractvq.cache import load_cache
+    from tractvq.data import Augmentation
+    from tractvq.models.autoencoder import BundleAutoencoder
+    from tractvq.models.config import preset_config
+    from tractvq.outputs import check_output
+    from tractvq.training import TrainConfig
+
+    if resume and force:
+        raise click.UsageError("give --resume or --force, not both")
+    load_cache(cache)  # a bad cache fails before anything is written
+    sizes = {key: value for key, value in (("codebook_size", codebook_size), ("latent_dim", dim)) if value is not None}
+
+    def model_config_for(name: str):
+        return preset_config(preset, bottleneck=name, bottleneck_options=quantizer_options.get(name, {}), **sizes)
+
+    try:
+        for name in names:
+            BundleAutoencoder(model_config_for(name))  # every model builds before the first run starts
+        train_config = TrainConfig(
+            steps=steps, batch_size=batch_size, lr=lr, lr_schedule="cosine", warmup_steps=steps // 25,
+            seed=seed, validate_every=max(1, steps // 4), checkpoint_every=max(1, steps // 4),
+            augmentation=Augmentation(5.0, 2.0, 0.1) if augment else Augmentation(), device="cpu",
+            num_threads=threads,
+        )
+    except ValueError as error:
+        raise click.UsageError(str(error)) from error
+    output = Path(output)
+    if not (resume and output.is_dir()):
+        check_output(output, force=force)
+        if output.is_dir():
+            shutil.rmtree(output)
+        output.mkdir()
+    settings = {
+        "domain": "streamlines", "cache": str(cache), "preset": preset, "quantizers": names,
+        "quantizer_options": quantizer_options, "train_config": asdict(train_config),
+        "buan_threshold_mm": threshold, "seed": seed, "tractvq": __version__,
+    }
+    title = f"streamlines, {preset}: {steps} steps of {batch_size}, lr {lr:g}, seed {seed}"
+    done = []
+
+    def save(row: dict) -> None:  # the table grows as runs finish, so a stopped benchmark shows its progress
+        done.append(row)
+        write_result_files(done, output, columns=STREAMLINE_COLUMNS, plot=plot_streamline_results, settings=settings, title=title)
+
+    rows = run_streamline_benchmark(
+        names, cache, output / "runs", model_config_for=model_config_for, train_config=train_config,
+        threshold_mm=threshold, seed=seed, progress=not quiet, on_row=save,
+    )
+    click.echo(format_markdown(rows, STREAMLINE_COLUMNS), nl=False)
+    click.echo(f"wrote {output}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 reference_option = click.option(
@@ -29,3 +31,17 @@ device_option = click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where the model runs."
 )
 batch_option = click.option("--batch-size", default=64, show_default=True, help="Groups per forward pass.")
+
+
+def key_values(ctx, param, values) -> dict:
+    """Parse repeated ``KEY=VALUE`` options; values are JSON when they parse, else strings."""
+    parsed = {}
+    for item in values:
+        key, separator, text = item.partition("=")
+        if not separator or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", ctx=ctx, param=param)
+        try:
+            parsed[key] = json.loads(text)
+        except json.JSONDecodeError:
+            parsed[key] = text
+    return parsed

@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import click
-
-from tractvq.cli.options import force_option
-
-
-def _key_values(ctx, param, values) -> dict:
-    """Parse repeated ``KEY=VALUE`` options; values are JSON when they parse, else strings."""
-    parsed = {}
-    for item in values:
-        key, separator, text = item.partition("=")
-        if not separator or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", ctx=ctx, param=param)
-        try:
-            parsed[key] = json.loads(text)
-        except json.JSONDecodeError:
-            parsed[key] = text
-    return parsed
-
+from tractvq.cli.options import force_option, key_values
 
 # Training options (TrainConfig field, click option) that a resumed run takes from the
 # command line only when given there.
@@ -40,10 +23,10 @@ _TRAIN_FIELDS = {
 @click.option("--output", "-o", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder (checkpoints, metrics, curves, model).")
 @click.option("--preset", type=click.Choice(["paper", "compact"]), default="compact", show_default=True, help="Architecture.")
 @click.option("--bottleneck", default="vqdiff", show_default=True, help="Quantizer name (see `tractvq quantizers`).")
-@click.option("--option", "bottleneck_options", multiple=True, callback=_key_values, metavar="KEY=VALUE", help="Bottleneck option (repeatable); VALUE is parsed as JSON when it can be.")
+@click.option("--option", "bottleneck_options", multiple=True, callback=key_values, metavar="KEY=VALUE", help="Bottleneck option (repeatable); VALUE is parsed as JSON when it can be.")
 @click.option("--codebook-size", type=int, default=None, help="Number of codes K (default: the preset's).")
 @click.option("--latent-dim", type=int, default=None, help="Latent dims D (default: the preset's).")
-@click.option("--model-option", "model_options", multiple=True, callback=_key_values, metavar="KEY=VALUE", help="Any other ModelConfig field, e.g. channels=[16,32,64] (repeatable).")
+@click.option("--model-option", "model_options", multiple=True, callback=key_values, metavar="KEY=VALUE", help="Any other ModelConfig field, e.g. channels=[16,32,64] (repeatable).")
 @click.option("--steps", default=10_000, show_default=True, help="Optimizer steps in all.")
 @click.option("--batch", default=64, show_default=True, help="Groups per step, over all processes.")
 @click.option("--lr", default=2e-4, show_default=True, help="Peak learning rate (AdamW).")

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from tractvq.bundles import GroupedBundles
 from tractvq.metrics import pairwise_mdf
-from tractvq.outputs import atomic_output, check_output
+from tractvq.outputs import atomic_output
 
 __all__ = [
     "METRICS",

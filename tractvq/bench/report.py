@@ -11,12 +11,12 @@ import csv
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from tractvq.outputs import atomic_output
 
-__all__ = ["format_markdown", "write_csv", "plot_results", "write_results", "RESULT_FILES"]
+__all__ = ["format_markdown", "write_csv", "plot_results", "write_result_files", "write_results", "RESULT_FILES"]
 
 RESULT_FILES = ("results.csv", "results.md", "results.png")
 
@@ -34,13 +34,16 @@ _MARKDOWN = (
 )
 
 
-def format_markdown(rows: Sequence[Mapping]) -> str:
+def format_markdown(rows: Sequence[Mapping], columns: Sequence[tuple] = _MARKDOWN) -> str:
     """A Markdown table of benchmark rows (missing or NaN values show as ``n/a``).
 
     Parameters
     ----------
     rows : sequence of mapping
         Rows as returned by :func:`tractvq.bench.digits.run_benchmark`.
+    columns : sequence of tuple, optional
+        ``(row key, header, format)`` of each column; format None for the ``discrete`` key
+        (shown as the kind). Default: the image benchmark's columns.
 
     Returns
     -------
@@ -48,12 +51,12 @@ def format_markdown(rows: Sequence[Mapping]) -> str:
         The table, one line per row after the header and separator, with a final newline.
     """
     lines = [
-        "| " + " | ".join(header for _, header, _ in _MARKDOWN) + " |",
-        "|" + "|".join("---" if key in ("quantizer", "discrete") else "---:" for key, _, _ in _MARKDOWN) + "|",
+        "| " + " | ".join(header for _, header, _ in columns) + " |",
+        "|" + "|".join("---" if key in ("quantizer", "discrete") else "---:" for key, _, _ in columns) + "|",
     ]
     for row in rows:
         cells = []
-        for key, _, template in _MARKDOWN:
+        for key, _, template in columns:
             value = row.get(key)
             if key == "discrete":
                 cells.append("discrete" if value else "continuous")
@@ -110,6 +113,44 @@ def plot_results(rows: Sequence[Mapping], path: str | os.PathLike, *, title: str
     figure.savefig(path, dpi=120)
 
 
+def write_result_files(
+    rows: Sequence[Mapping],
+    folder: str | os.PathLike,
+    *,
+    columns: Sequence[tuple] = _MARKDOWN,
+    plot: Callable[..., None] = plot_results,
+    settings: Mapping | None = None,
+    title: str | None = None,
+) -> None:
+    """Write ``results.csv``, ``results.md``, ``results.png`` (and ``settings.json``) into an
+    existing folder, each file atomically, replacing older ones.
+
+    Parameters
+    ----------
+    rows : sequence of mapping
+    folder : str or os.PathLike
+    columns : sequence of tuple, optional
+        Columns of the Markdown table (see :func:`format_markdown`).
+    plot : callable, optional
+        ``plot(rows, path, title=title)`` writes the PNG.
+    settings : mapping, optional
+        The benchmark's settings (steps, seed, ...).
+    title : str, optional
+        Title of the plot.
+    """
+    folder = Path(folder)
+    writers = {
+        "results.csv": lambda path: write_csv(rows, path),
+        "results.md": lambda path: path.write_text(format_markdown(rows, columns)),
+        "results.png": lambda path: plot(rows, path, title=title),
+    }
+    if settings is not None:
+        writers["settings.json"] = lambda path: path.write_text(json.dumps(dict(settings), indent=2) + "\n")
+    for name, write in writers.items():
+        with atomic_output(folder / name, force=True) as temporary:
+            write(temporary)
+
+
 def write_results(
     rows: Sequence[Mapping],
     output: str | os.PathLike,
@@ -144,11 +185,7 @@ def write_results(
         If ``output`` exists and ``force`` is false, or its parent folder is missing.
     """
     with atomic_output(output, force=force, directory=True) as folder:
-        write_csv(rows, folder / "results.csv")
-        (folder / "results.md").write_text(format_markdown(rows))
-        plot_results(rows, folder / "results.png", title=title)
-        if settings is not None:
-            (folder / "settings.json").write_text(json.dumps(dict(settings), indent=2) + "\n")
+        write_result_files(rows, folder, settings=settings, title=title)
     return Path(output)
 
 
