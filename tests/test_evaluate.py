@@ -14,6 +14,7 @@ from tractvq.errors import OutputError, TractogramError
 from tractvq.evaluate import (
     buan_scores,
     buan_scores_dipy,
+    code_statistics,
     evaluate_reconstruction,
     group_rng,
     protocol,
@@ -112,3 +113,13 @@ def test_reconstruction_pair_and_mismatched_counts(sample_bundle):
     assert table.value("POPT_R", "reconstruction", "buan") == (1.0, 0.0)
     with pytest.raises(TractogramError, match="192 streamlines.*320"):
         evaluate_reconstruction(sample_bundle, sample_bundle.with_name("sub-vqdiff__PYT_R.trk"))
+
+
+def test_code_statistics_count_only_the_codes_seen():
+    indices = np.array([[0, 0, 1, 7], [7, 7, 7, 2]])  # counts 2, 1, 1, 4 of 8
+    probabilities = np.array([2, 1, 1, 4]) / 8
+    expected = float(np.exp(-(probabilities * np.log(probabilities)).sum()))
+    small = code_statistics(indices, 8)
+    assert small == pytest.approx({"perplexity": expected, "usage": 4 / 8})
+    huge = code_statistics(indices + 2**35, 2**36)  # an FSQ grid of 12 channels x 8 levels
+    assert huge == pytest.approx({"perplexity": expected, "usage": 4 / 2**36})

@@ -88,3 +88,14 @@ def test_quantization_math_runs_in_float32_under_autocast(name):
     plain = quantizer(latents.float())
     assert mixed.quantized.dtype == torch.bfloat16
     torch.testing.assert_close(mixed.indices, plain.indices, rtol=0, atol=0)
+
+
+def test_codebook_stats_of_a_huge_implicit_codebook_match_the_dense_histogram():
+    from tractvq.quantizers import codebook_stats
+
+    indices = torch.tensor([3, 3, 5, 9, 9, 9])
+    dense = codebook_stats(indices, 16)
+    sparse = codebook_stats(indices + 2**35, 2**36)
+    assert float(sparse["perplexity"]) == pytest.approx(float(dense["perplexity"]))
+    assert float(sparse["usage"]) == pytest.approx(3 / 2**36)
+    assert float(dense["usage"]) == pytest.approx(3 / 16)

@@ -334,14 +334,14 @@ def buan_scores(
 def code_statistics(indices: np.ndarray, codebook_size: int) -> dict[str, float]:
     """Perplexity (exp of the entropy of the code histogram) and usage (fraction of the
     codebook used) of a set of code indices."""
-    counts = np.bincount(np.asarray(indices, dtype=np.int64).ravel(), minlength=codebook_size).astype(np.float64)
-    total = counts.sum()
+    _, counts = np.unique(np.asarray(indices, dtype=np.int64).ravel(), return_counts=True)  # codes seen only:
+    total = counts.sum()  # an FSQ codebook can have 2**36 codes
     if total == 0:
         return {"perplexity": math.nan, "usage": math.nan}
-    probabilities = counts[counts > 0] / total
+    probabilities = counts / total
     return {
         "perplexity": float(np.exp(-(probabilities * np.log(probabilities)).sum())),
-        "usage": float((counts > 0).sum() / codebook_size),
+        "usage": float(len(counts) / codebook_size),
     }
 
 
@@ -665,7 +665,7 @@ def evaluate_models(
         reconstruction, indices = run_model(model, groups.data, batch_size=batch_size, device=device)
         scores[label] = score_groups(
             groups, reconstruction, metrics=metrics, protocol=protocol, seed=seed, workers=workers,
-            indices=indices, codebook_size=model.config.codebook_size, progress=progress,
+            indices=indices, codebook_size=getattr(model.quantizer, "codebook_size", None), progress=progress,
         )
     return summarize(scores, metrics, settings=_settings(protocol, seed, metrics, inputs=[os.fspath(i) for i in inputs])), scores
 
@@ -784,7 +784,7 @@ def evaluate_reconstruction(
         recon_paths = [recons[0]] * len(recon_names)
         recon_streamlines = dict(zip(recon_names, decoded))
         settings = replace(settings, n_points=codes.layout.settings.n_points)
-        codebook_size = decoder.config.codebook_size
+        codebook_size = getattr(decoder.quantizer, "codebook_size", None)
     else:
         recon_records = tractvq_io.find_tractograms(*recons)
         if len(recon_records) == len(records) == 1:

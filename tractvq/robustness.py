@@ -301,7 +301,7 @@ def generalisation_study(
         model, source = resolve_model(name)
         reconstruction, indices = run_model(model, groups.data, batch_size=batch_size, device=device)
         result = score_groups(groups, reconstruction, metrics=metrics, protocol=protocol, seed=seed, workers=workers,
-                              indices=indices, codebook_size=model.config.codebook_size)
+                              indices=indices, codebook_size=getattr(model.quantizer, "codebook_size", None))
         result.bundle_names = [f"{name} (held out)" if name in held_out else name for name in result.bundle_names]
         result.codes = {(f"{key} (held out)" if key in held_out else key): value for key, value in result.codes.items()}
         scores[_model_label(source or name, list(scores))] = result

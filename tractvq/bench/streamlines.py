@@ -137,7 +137,7 @@ def score_model(model, groups, *, threshold_mm: float = 5.0, seed: int = 0, work
                          seed=seed, workers=workers)
     millimetres = score_groups(groups, reconstruction, metrics=("buan",), protocol=protocol("mm", threshold=threshold_mm),
                                seed=seed, workers=workers)
-    codes = (code_statistics(indices, model.config.codebook_size) if indices is not None
+    codes = (code_statistics(indices, model.quantizer.codebook_size) if indices is not None
              else {"perplexity": math.nan, "usage": math.nan})
     return {
         "buan_paper": float(paper.values["buan"].mean()),
@@ -207,7 +207,7 @@ def run_streamline_benchmark(
         row = {
             "quantizer": name,
             "discrete": model.discrete,
-            "codebook_size": model.config.codebook_size if model.discrete else None,
+            "codebook_size": model.quantizer.codebook_size if model.discrete else None,
             "bits_per_bundle": model.bytes_per_group * 8 if model.discrete else model.numbers_per_group * 32,
             "bytes_per_bundle": model.bytes_per_group,
             **score_model(model, validation, threshold_mm=threshold_mm, seed=seed),

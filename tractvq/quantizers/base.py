@@ -113,6 +113,10 @@ def build(name: str, dim: int, codebook_size: int = 512, **options) -> Quantizer
     return cls(dim, **options)
 
 
+#: Largest codebook whose code histogram is a dense ``(K,)`` tensor.
+_DENSE_HISTOGRAM_LIMIT = 1 << 20
+
+
 def codebook_stats(indices: Tensor, codebook_size: int) -> dict[str, Tensor]:
     """Perplexity and usage of hard code assignments.
 
@@ -128,6 +132,11 @@ def codebook_stats(indices: Tensor, codebook_size: int) -> dict[str, Tensor]:
         ``perplexity`` = exp(entropy of the code histogram), ``usage`` = fraction of codes
         chosen at least once.
     """
+    if codebook_size > _DENSE_HISTOGRAM_LIMIT:  # e.g. FSQ with 2**36 implicit codes: count the codes seen
+        _, counts = torch.unique(indices.reshape(-1), return_counts=True)
+        probabilities = counts.float() / counts.sum().clamp_min(1)
+        entropy = -(probabilities * probabilities.log()).sum()
+        return {"perplexity": entropy.exp(), "usage": entropy.new_tensor(len(counts) / codebook_size)}
     counts = torch.bincount(indices.reshape(-1), minlength=codebook_size).float()
     return probability_stats(counts / counts.sum().clamp_min(1), used=counts > 0)
 
