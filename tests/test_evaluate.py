@@ -123,3 +123,12 @@ def test_code_statistics_count_only_the_codes_seen():
     assert small == pytest.approx({"perplexity": expected, "usage": 4 / 8})
     huge = code_statistics(indices + 2**35, 2**36)  # an FSQ grid of 12 channels x 8 levels
     assert huge == pytest.approx({"perplexity": expected, "usage": 4 / 2**36})
+
+
+def test_model_labels_name_run_folders_and_stay_unique():
+    from tractvq.evaluate import _model_label
+
+    assert _model_label("runs/diveq/model.pt", []) == "diveq"
+    assert _model_label("model.pt", []) == "model"
+    assert _model_label("weights/vq.pt", ["vq"]) == "vq-2"
+    assert _model_label(None, []) == "default"

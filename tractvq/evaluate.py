@@ -600,9 +600,11 @@ def run_model(model, data: np.ndarray, *, batch_size: int = 64, device: str = "c
 
 
 def _model_label(name, labels: list[str]) -> str:
-    """A unique column label: a file's stem, a shipped name, or ``model`` for an object."""
+    """A unique column label: a file's stem (its folder's name for a run's ``model.pt``), a
+    shipped name, or ``model`` for an object."""
     if isinstance(name, (str, os.PathLike)):
-        label = Path(name).stem if Path(name).suffix else os.fspath(name)
+        path = Path(name)
+        label = os.fspath(name) if not path.suffix else path.parent.name if path.stem == "model" and path.parent.name else path.stem
     else:
         label = "default" if name is None else "model"
     unique, suffix = label, 2
