@@ -46,7 +46,7 @@ def _split_options(ctx, param, values) -> dict:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="streamlines: CPU threads of torch (default: torch's).")
 @click.option("--resume", is_flag=True, help="streamlines: keep the finished runs in --output, resume stopped ones, train the rest.")
 @click.option("--quiet", "quiet", is_flag=True, help="No progress bars.")
-@click.option("--output", "-o", required=True, type=click.Path(), help="Folder to create: results.csv, results.md, results.png, settings.json (+ runs/ for streamlines).")
+@click.option("--output", "-o", required=True, type=click.Path(), help="Folder to create: results.csv, results.md, results.png, settings.json (streamlines: + rate_distortion.png, runs/).")
 @force_option
 def bench_quantizers(domain, data_dir, names, steps, batch_size, lr, seed, codebook_size, dim, preset, quantizer_options,
                      augment, threshold, threads, resume, quiet, output, force) -> None:
@@ -123,13 +123,14 @@ def _bench_streamlines(cache, names, steps, batch_size, lr, seed, codebook_size,
     from pathlib import Path
 
     from tractvq import __version__
+    from tractvq.bench.rate_distortion import plot_rate_distortion
     from tractvq.bench.report import format_markdown, write_result_files
     from tractvq.bench.streamlines import STREAMLINE_COLUMNS, plot_streamline_results, run_streamline_benchmark
     from tractvq.cache import load_cache
     from tractvq.data import Augmentation
     from tractvq.models.autoencoder import BundleAutoencoder
     from tractvq.models.config import preset_config
-    from tractvq.outputs import check_output
+    from tractvq.outputs import atomic_output, check_output
     from tractvq.training import TrainConfig
 
     if resume and force:
@@ -168,6 +169,8 @@ def _bench_streamlines(cache, names, steps, batch_size, lr, seed, codebook_size,
     def save(row: dict) -> None:  # the table grows as runs finish, so a stopped benchmark shows its progress
         done.append(row)
         write_result_files(done, output, columns=STREAMLINE_COLUMNS, plot=plot_streamline_results, settings=settings, title=title)
+        with atomic_output(output / "rate_distortion.png", force=True) as path:
+            plot_rate_distortion(done, path, title=title, threshold_mm=threshold)
 
     rows = run_streamline_benchmark(
         names, cache, output / "runs", model_config_for=model_config_for, train_config=train_config,

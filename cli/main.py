@@ -20,10 +20,13 @@ from tractvq.cli.encode import encode
 from tractvq.cli.evaluate import evaluate
 from tractvq.cli.import_checkpoint import import_checkpoint
 from tractvq.cli.info import info
+from tractvq.cli.latent_map import latent_map
 from tractvq.cli.perturb import perturb
 from tractvq.cli.prepare import prepare
 from tractvq.cli.reconstruct import reconstruct
+from tractvq.cli.render import render
 from tractvq.cli.quantizers import quantizers
+from tractvq.cli.rate_distortion import rate_distortion
 from tractvq.cli.train import train
 
 
@@ -57,12 +60,15 @@ cli.add_command(info)
 cli.add_command(prepare)
 cli.add_command(quantizers)
 cli.add_command(bench_quantizers)
+cli.add_command(rate_distortion)
 cli.add_command(train)
 cli.add_command(encode)
 cli.add_command(decode)
 cli.add_command(reconstruct)
 cli.add_command(evaluate)
 cli.add_command(perturb)
+cli.add_command(render)
+cli.add_command(latent_map)
 
 
 def main() -> None:

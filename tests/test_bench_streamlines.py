@@ -117,3 +117,30 @@ def test_a_bad_option_fails_before_anything_is_written(cache, tmp_path):
     assert result.exit_code == 2
     assert "quantizer 'vq' takes no option 'beta'; its options are: commitment, init" in result.output
     assert not (tmp_path / "zoo").exists()
+
+
+def test_rate_distortion_scores_models_and_adds_benchmark_rows(cache, tmp_path):
+    runner = CliRunner()
+    zoo = tmp_path / "zoo"
+    assert bench(runner, cache, zoo).exit_code == 0
+    assert (zoo / "rate_distortion.png").stat().st_size > 0
+    output = tmp_path / "rd"
+    arguments = ["rate-distortion", str(cache), "-m", str(zoo / "runs" / "vq" / "model.pt"),
+                 "--results", str(zoo / "results.csv"), "-o", str(output)]
+    result = runner.invoke(cli, arguments)
+    assert result.exit_code == 0, result.output
+    with open(output / "rate_distortion.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["label"] for row in rows] == ["vq", "vq", "identity"]
+    assert rows[0]["mdf_mm"] == read_rows(zoo)["vq"]["mdf_mm"]  # the same model scored the same way
+    assert (output / "rate_distortion.png").stat().st_size > 0
+    assert runner.invoke(cli, arguments).exit_code == 2  # exists: --force needed
+
+
+def test_rate_distortion_refuses_other_csv_files(cache, tmp_path):
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    result = CliRunner().invoke(cli, ["rate-distortion", str(cache), "--results", str(other), "-o", str(tmp_path / "rd")])
+    assert result.exit_code == 2
+    assert f"{other}: not a streamline benchmark's results.csv (missing quantizer" in result.output
+    assert not (tmp_path / "rd").exists()

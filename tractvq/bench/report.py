@@ -52,7 +52,7 @@ def format_markdown(rows: Sequence[Mapping], columns: Sequence[tuple] = _MARKDOW
     """
     lines = [
         "| " + " | ".join(header for _, header, _ in columns) + " |",
-        "|" + "|".join("---" if key in ("quantizer", "discrete") else "---:" for key, _, _ in columns) + "|",
+        "|" + "|".join("---" if key in ("quantizer", "label", "discrete") else "---:" for key, _, _ in columns) + "|",
     ]
     for row in rows:
         cells = []

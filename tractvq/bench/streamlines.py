@@ -21,13 +21,13 @@ from pathlib import Path
 from tractvq.evaluate import code_statistics, protocol, run_model, score_groups
 from tractvq.training import TrainConfig, read_run_configs, train
 
-__all__ = ["STREAMLINE_COLUMNS", "run_streamline_benchmark", "train_quantizer", "score_model", "plot_streamline_results"]
+__all__ = ["STREAMLINE_COLUMNS", "model_row", "plot_streamline_results", "run_streamline_benchmark", "score_model", "train_quantizer"]
 
 #: (row key, Markdown header, format) of the streamline benchmark's table.
 STREAMLINE_COLUMNS = (
     ("quantizer", "Quantizer", "{}"),
     ("discrete", "Kind", None),
-    ("bytes_per_bundle", "Bytes/bundle", "{:,}"),
+    ("bytes_per_bundle", "Bytes/bundle", "{:,.0f}"),
     ("buan_paper", "BUAN (paper)", "{:.3f}"),
     ("buan_mm", "BUAN (mm)", "{:.3f}"),
     ("mdf_mm", "MDF (mm)", "{:.2f}"),
@@ -150,6 +150,26 @@ def score_model(model, groups, *, threshold_mm: float = 5.0, seed: int = 0, work
     }
 
 
+def model_row(model, groups, *, threshold_mm: float = 5.0, seed: int = 0) -> dict:
+    """A model's benchmark row: what it stores per bundle and :func:`score_model`'s scores.
+
+    Returns
+    -------
+    dict
+        ``quantizer`` (the bottleneck), ``discrete``, ``codebook_size`` (None for continuous
+        latents), ``bits_per_bundle``, ``bytes_per_bundle`` (indices packed at
+        ``ceil(log2 K)`` bits, or float32 numbers) and the :func:`score_model` keys.
+    """
+    return {
+        "quantizer": model.config.bottleneck,
+        "discrete": model.discrete,
+        "codebook_size": model.quantizer.codebook_size if model.discrete else None,
+        "bits_per_bundle": model.bytes_per_group * 8 if model.discrete else model.numbers_per_group * 32,
+        "bytes_per_bundle": model.bytes_per_group,
+        **score_model(model, groups, threshold_mm=threshold_mm, seed=seed),
+    }
+
+
 def run_streamline_benchmark(
     names: Sequence[str],
     cache_path: str | os.PathLike,
@@ -205,12 +225,7 @@ def run_streamline_benchmark(
         run_dir = Path(runs_dir) / name
         model = load_model(train_quantizer(cache_path, run_dir, model_config_for(name), train_config, progress=progress))
         row = {
-            "quantizer": name,
-            "discrete": model.discrete,
-            "codebook_size": model.quantizer.codebook_size if model.discrete else None,
-            "bits_per_bundle": model.bytes_per_group * 8 if model.discrete else model.numbers_per_group * 32,
-            "bytes_per_bundle": model.bytes_per_group,
-            **score_model(model, validation, threshold_mm=threshold_mm, seed=seed),
+            **model_row(model, validation, threshold_mm=threshold_mm, seed=seed),
             "steps": train_config.steps,
             "ms_per_step": _ms_per_step(run_dir),
             "run": os.fspath(run_dir),
