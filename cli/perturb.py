@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from tractvq.cli.options import batch_option, device_option, force_option, model_option, range_option, reference_option
+from tractvq.cli.render import VIEW_CHOICES, check_panel_size
 
 
 @click.command()
@@ -21,17 +22,27 @@ from tractvq.cli.options import batch_option, device_option, force_option, model
 @click.option("--workers", type=int, default=None, help="Processes for BUAN.")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder to create.")
 @click.option("--no-bundles", is_flag=True, help="Do not write the decoded bundles.")
+@click.option("--render", is_flag=True,
+              help="Also draw one group decoded at every size: strip_directional.png and strip_gaussian.png (viz extra).")
+@click.option("--render-group", default=None, metavar="BUNDLE:INDEX",
+              help="The group --render draws: the INDEX-th group (from 0) of BUNDLE. Default: the first group.")
+@click.option("--render-view", type=click.Choice(VIEW_CHOICES), default="sagittal", show_default=True,
+              help="View of --render.")
+@click.option("--render-size", type=(int, int), default=(200, 200), show_default=True, metavar="W H",
+              help="Pixels of one panel of --render.")
 @reference_option
 @range_option
 @batch_option
 @device_option
 @force_option
 def perturb(inputs, model, eps, directional, permutation, protocol, threshold, seed, workers, output, no_bundles,
-            reference, coordinate_range, batch_size, device, force) -> None:
+            render, render_group, render_view, render_size, reference, coordinate_range, batch_size, device,
+            force) -> None:
     """Add noise to the latents, decode, score against the original (BUAN, MDF vs eps).
 
-    Writes into OUTPUT: perturbation.csv, perturbation.json, perturbation.png, permutation.csv
-    and (unless --no-bundles) decoded/<kind>_<size, '.' as 'p'>/<subject>/tractography/*.trk.
+    Writes into OUTPUT: perturbation.csv, perturbation.json, perturbation.png, permutation.csv,
+    (unless --no-bundles) decoded/<kind>_<size, '.' as 'p'>/<subject>/tractography/*.trk and
+    (with --render) strip_<kind>.png: one group decoded at every size of each kind.
     """
     import json
 
@@ -42,10 +53,22 @@ def perturb(inputs, model, eps, directional, permutation, protocol, threshold, s
     from tractvq.robustness import PUBLISHED_ALPHAS, permutation_study, perturbation_study, plot_perturbation
 
     check_output(output, force=force)
+    if render:
+        from tractvq.viz import backend
+
+        check_panel_size(render_size, "--render-size")
+        backend.require(purpose="tractvq perturb --render")
     chosen = make_protocol(protocol, threshold=threshold)
     resolved, _ = resolve_model(model)
     groups = group_for_model(io.find_tractograms(*inputs), resolved, reference=reference,
                              coordinate_range=coordinate_range, progress=True)
+    if render:
+        from tractvq.viz.inputs import parse_group
+
+        try:
+            render_index = parse_group(groups, render_group)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--render-group") from error
     result = perturbation_study(
         groups, resolved, eps or (0.1, 0.5, 1.0), alphas=PUBLISHED_ALPHAS if directional else None,
         protocol=chosen, seed=seed, workers=workers, batch_size=batch_size, device=device, progress=True,
@@ -65,4 +88,11 @@ def perturb(inputs, model, eps, directional, permutation, protocol, threshold, s
         if not no_bundles:
             for (kind, size), decoded in result.reconstructions.items():
                 write_tractograms(groups.to_tractograms(decoded), groups.sources, folder / "decoded" / f"{kind}_{size:g}".replace(".", "p"))
+        if render:
+            from tractvq.viz.images import save_image
+            from tractvq.viz.strip import perturbation_strip
+
+            for kind in dict.fromkeys(name for name, _ in result.reconstructions):
+                strip = perturbation_strip(groups, result, group=render_index, kind=kind, view=render_view, size=render_size)
+                save_image(strip, folder / f"strip_{kind}.png")
     click.echo(f"wrote {output}")
