@@ -63,5 +63,8 @@ def test_holdout_bundles_are_validation_and_reported_apart(sample_bundle, model,
     assert cache.manifest["split"]["holdout_bundles"] == ["PYT_R"]
     table = generalisation_study(cache, [model])
     assert "PYT_R (held out)" in table.rows and "held-out bundles" in table.rows
+    plain = load_cache(prepare([sample_bundle, pyt], tmp_path / "plain", model.config.grouping,
+                               validation_fraction=0.34, progress=False))
+    assert "held-out bundles" not in generalisation_study(plain, [model]).rows  # nothing held out
     with pytest.raises(ValueError, match="NOPE"):
         prepare([sample_bundle], tmp_path / "other", holdout_bundles=["NOPE"], progress=False)

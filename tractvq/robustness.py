@@ -283,7 +283,7 @@ def generalisation_study(
     cache : TrainingCache
         Prepared with ``holdout_bundles`` (``tractvq prepare --holdout-bundle NAME``); those
         bundles' rows are named ``"<bundle> (held out)"``, and the table gains the rows
-        ``seen bundles`` and ``held-out bundles``.
+        ``seen bundles`` and ``held-out bundles`` (only when bundles are held out).
     models : sequence
         Names, files or objects (:func:`tractvq.encoding.resolve_model`).
 
@@ -306,7 +306,7 @@ def generalisation_study(
         result.codes = {(f"{key} (held out)" if key in held_out else key): value for key, value in result.codes.items()}
         scores[_model_label(source or name, list(scores))] = result
     table = summarize(scores, metrics, settings={"study": "generalisation", "holdout_bundles": sorted(held_out), "seed": seed})
-    return _with_split_rows(table, scores)
+    return _with_split_rows(table, scores) if held_out else table
 
 
 def _with_split_rows(table: EvaluationTable, scores: dict[str, GroupScores]) -> EvaluationTable:
