@@ -175,3 +175,18 @@ def test_the_shipped_default_model_reconstructs_a_real_bundle_within_a_few_milli
     groups, reconstruction = reconstruct(bundles[:1])
     mdf = mean_mdf_mm(groups.denormalize(), groups.denormalize(reconstruction), groups.mask)
     assert mdf.mean() < 6.0  # about 3.5 mm on held-out groups; an untrained model gives > 20 mm
+
+
+def test_the_shipped_discrete_model_stores_a_bundle_in_at_most_288_bytes_of_indices(bundles, tmp_path):
+    from tractvq.metrics import mean_mdf_mm
+
+    model = resolve_model("discrete")[0]
+    assert model.discrete and model.bytes_per_group <= 288  # the published hard-code VQ-VAE's size
+    codes = encode(bundles[:1], "discrete")
+    assert codes.latents is None and codes.indices.shape == (len(codes.layout), *model.latent_shape[:2])
+    path = codes.save(tmp_path / "codes.npz")
+    loaded = Codes.load(path)
+    assert np.array_equal(loaded.indices, codes.indices)
+    groups, reconstruction = reconstruct(bundles[:1], "discrete")
+    mdf = mean_mdf_mm(groups.denormalize(), groups.denormalize(reconstruction), groups.mask)
+    assert mdf.mean() < 6.0  # about 3.5 mm on held-out groups; an untrained model gives > 20 mm
