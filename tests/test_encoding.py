@@ -39,7 +39,7 @@ def test_discrete_codes_are_small_unsigned_indices_and_round_trip_through_the_fi
     codes = encode(bundles, discrete_model)
     assert codes.latents is None and codes.indices.dtype == np.uint16  # K = 512
     assert codes.indices.shape == (3 + 5, 8, 8)
-    assert codes.nbytes == 8 * 8 * 8 * 2
+    assert codes.nbytes == 8 * 72  # 64 indices of 9 bits per group, packed
     path = codes.save(tmp_path / "codes.npz")
     with np.load(path, allow_pickle=False) as archive:
         assert "data" not in archive.files  # the input is not stored
@@ -124,7 +124,7 @@ def test_cli_encode_decode_reconstruct(tmp_path, bundles, discrete_model, contin
     codes = tmp_path / "codes.npz"
     result = runner.invoke(cli, ["encode", *map(str, bundles), "-m", str(discrete_model), "-o", str(codes)])
     assert result.exit_code == 0, result.output
-    assert "2 bundle(s), 512 streamlines, 8 groups, indices 128 bytes per group" in result.output
+    assert "2 bundle(s), 512 streamlines, 8 groups, indices 72 bytes per group" in result.output
     again = runner.invoke(cli, ["encode", *map(str, bundles), "-m", str(discrete_model), "-o", str(codes)])
     assert again.exit_code == 2 and "already exists" in again.stderr
     result = runner.invoke(cli, ["decode", str(codes), "-o", str(tmp_path / "decoded")])
@@ -190,3 +190,43 @@ def test_the_shipped_discrete_model_stores_a_bundle_in_at_most_288_bytes_of_indi
     groups, reconstruction = reconstruct(bundles[:1], "discrete")
     mdf = mean_mdf_mm(groups.denormalize(), groups.denormalize(reconstruction), groups.mask)
     assert mdf.mean() < 6.0  # about 3.5 mm on held-out groups; an untrained model gives > 20 mm
+
+
+@pytest.mark.parametrize("bits", [1, 7, 9, 36, 64])
+def test_packed_indices_round_trip_at_the_models_bit_width(bits):
+    from tractvq.codes import pack_indices, unpack_indices
+
+    rng = np.random.default_rng(bits)
+    indices = rng.integers(0, 2**min(bits, 63), size=(5, 8, 8), dtype=np.uint64)
+    indices[0, 0, 0] = (1 << bits) - 1  # the largest index that fits
+    packed = pack_indices(indices, bits)
+    assert packed.dtype == np.uint8 and packed.shape == (5, -(-64 * bits // 8))
+    assert np.array_equal(unpack_indices(packed, bits, (8, 8)), indices)
+    if bits < 64:
+        with pytest.raises(ValueError, match=f"does not fit in {bits} bits"):
+            pack_indices(indices + (1 << bits), bits)
+
+
+def test_a_codes_file_stores_a_discrete_bundle_in_the_models_bytes(bundles, discrete_model, tmp_path):
+    codes = encode(bundles[:1], discrete_model)
+    model = resolve_model(discrete_model)[0]
+    path = codes.save(tmp_path / "codes.npz")
+    with np.load(path, allow_pickle=False) as archive:
+        packed = archive["packed_indices"]
+    assert packed.shape == (len(codes.layout), model.bytes_per_group)
+    assert codes.nbytes == len(codes.layout) * model.bytes_per_group
+    loaded = Codes.load(path)
+    assert np.array_equal(loaded.indices, codes.indices) and loaded.bits == model.bits_per_index
+
+
+def test_version_1_codes_files_with_unpacked_indices_are_still_read(bundles, discrete_model, tmp_path):
+    import json
+
+    codes = encode(bundles[:1], discrete_model)
+    metadata = {"format": "tractvq-codes", "format_version": 1, "tractvq_version": "0.1.0", "model": codes.model,
+                "stored": "indices"}
+    path = tmp_path / "v1.npz"
+    np.savez(path, metadata=np.array(json.dumps(metadata)), indices=codes.indices, **codes.layout.to_arrays(with_data=False))
+    loaded = Codes.load(path)
+    assert np.array_equal(loaded.indices, codes.indices)
+    assert loaded.bits == int(codes.indices.max()).bit_length()  # no recorded width: the fewest bits that hold them

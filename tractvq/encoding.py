@@ -263,7 +263,7 @@ def encode(
     indices, latents = encode_groups(model, layout.data, batch_size=batch_size, device=device, progress=progress)
     identity = {"fingerprint": model_fingerprint(model), "config": model.config.to_dict(), "source": source}
     layout = GroupedBundles.from_arrays(layout.to_arrays(with_data=False))  # the input is not kept
-    return Codes(layout, indices, latents, identity)
+    return Codes(layout, indices, latents, identity, model.bits_per_index or None)
 
 
 def _model_for_codes(codes: Codes, model: ModelLike) -> BundleAutoencoder:
