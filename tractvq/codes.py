@@ -19,6 +19,7 @@ the arrays of :meth:`tractvq.bundles.GroupedBundles.to_arrays` without ``data``
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +120,8 @@ class Codes:
         """Bytes of the stored codes alone: packed indices, or float32 latents."""
         if self.indices is None:
             return int(self.latents.nbytes)
-        return len(self.indices) * -(-self.indices[0].size * self.bits // 8) if len(self.indices) else 0
+        per_group = math.ceil(math.prod(self.indices.shape[1:]) * self.bits / 8)  # as pack_indices stores it
+        return len(self.indices) * per_group
 
     def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
         """Write the codes file atomically (``.npz``, no pickle).
