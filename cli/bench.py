@@ -39,7 +39,7 @@ def _split_options(ctx, param, values) -> dict:
 @click.option("--seed", default=0, show_default=True, help="Seed of the weights, the batches and the methods' noise (the digits train/test split is fixed).")
 @click.option("--codebook-size", type=click.IntRange(min=2), default=None, help="Codes K of every quantizer with a codebook (default: 512 for images, the preset's for streamlines).")
 @click.option("--dim", type=click.IntRange(min=1), default=None, help="Latent channels D (default: 64 for images, the preset's for streamlines).")
-@click.option("--preset", type=click.Choice(["paper", "compact"]), default="compact", show_default=True, help="streamlines: the model preset.")
+@click.option("--preset", type=click.Choice(["paper", "compact", "compact-grid"]), default="compact", show_default=True, help="streamlines: the model preset.")
 @click.option("--option", "quantizer_options", multiple=True, callback=_split_options, metavar="QUANTIZER:KEY=VALUE", help="streamlines: an option of one quantizer, e.g. vqdiff:eval_mode=mean (repeatable).")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="streamlines: augment training groups as `tractvq train --augment`.")
 @click.option("--threshold", default=5.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="streamlines: BUAN threshold in mm (next to the published protocol's).")

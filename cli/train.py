@@ -21,7 +21,7 @@ _TRAIN_FIELDS = {
 @click.command()
 @click.argument("cache", type=click.Path())
 @click.option("--output", "-o", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder (checkpoints, metrics, curves, model).")
-@click.option("--preset", type=click.Choice(["paper", "compact"]), default="compact", show_default=True, help="Architecture.")
+@click.option("--preset", type=click.Choice(["paper", "compact", "compact-grid"]), default="compact", show_default=True, help="Architecture.")
 @click.option("--bottleneck", default="vqdiff", show_default=True, help="Quantizer name (see `tractvq quantizers`).")
 @click.option("--option", "bottleneck_options", multiple=True, callback=key_values, metavar="KEY=VALUE", help="Bottleneck option (repeatable); VALUE is parsed as JSON when it can be.")
 @click.option("--codebook-size", type=int, default=None, help="Number of codes K (default: the preset's).")

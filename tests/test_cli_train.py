@@ -88,3 +88,11 @@ def test_interruption_exits_130_with_how_to_resume(runner, cache, tmp_path, monk
     result = _train(runner, cache, tmp_path / "run", *TINY)
     assert result.exit_code == 130
     assert "interrupted after step 7; checkpoint saved to run/checkpoint.pt; continue with --resume" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "bench-quantizers"])
+def test_preset_choices_are_every_preset_name(command):
+    from tractvq.models.config import PRESET_NAMES
+
+    (preset,) = [option for option in cli.commands[command].params if option.name == "preset"]
+    assert tuple(preset.type.choices) == PRESET_NAMES

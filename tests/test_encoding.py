@@ -38,7 +38,7 @@ def continuous_model(tmp_path_factory):
 def test_discrete_codes_are_small_unsigned_indices_and_round_trip_through_the_file(tmp_path, bundles, discrete_model):
     codes = encode(bundles, discrete_model)
     assert codes.latents is None and codes.indices.dtype == np.uint16  # K = 512
-    assert codes.indices.shape == (3 + 5, 8, 8)
+    assert codes.indices.shape == (3 + 5, 64, 1)  # one index per streamline
     assert codes.nbytes == 8 * 72  # 64 indices of 9 bits per group, packed
     path = codes.save(tmp_path / "codes.npz")
     with np.load(path, allow_pickle=False) as archive:
@@ -72,7 +72,7 @@ def test_decoding_codes_equals_reconstructing_in_one_go(bundles, discrete_model,
 
 def test_continuous_models_store_latents(bundles, continuous_model):
     codes = encode(bundles, continuous_model)
-    assert codes.indices is None and codes.latents.shape == (8, 8, 8, 16) and codes.latents.dtype == np.float32
+    assert codes.indices is None and codes.latents.shape == (8, 64, 1, 16) and codes.latents.dtype == np.float32
 
 
 def test_a_wrong_model_is_refused(bundles, discrete_model, continuous_model):

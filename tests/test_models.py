@@ -28,6 +28,10 @@ def make_model(preset="paper", bottleneck="identity", seed=0, **overrides):
     return BundleAutoencoder(preset_config(preset, bottleneck=bottleneck, **overrides))
 
 
+# The first compact preset (``compact-grid``), whose models (e.g. the shipped discrete one) keep loading.
+COMPACT_GRID = dict(layout="grid", channels=(32, 64, 128), hidden_channels=128, residual_channels=64)
+
+
 def groups(batch=2, seed=1):
     return torch.randn(batch, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
 
@@ -60,6 +64,7 @@ def test_presets_record_their_preprocessing():
         (lambda: preset_config("huge"), "choose one of: paper, compact"),
         (lambda: preset_config("paper", depth=3), "no field 'depth'"),
         (lambda: preset_config("paper", preset="compact"), "cannot set preset"),
+        (lambda: preset_config("compact-grid", preset="paper"), "cannot set preset"),
         (lambda: ModelConfig.from_dict({"preset": "paper", "colour": 1}), "unknown model config key(s) 'colour'"),
         (lambda: ModelConfig.from_dict({"grouping": {"points": 3}}), "unknown grouping key(s) 'points'"),
         (lambda: ModelConfig(bottleneck="zip"), "unknown bottleneck 'zip'"),
@@ -70,6 +75,8 @@ def test_presets_record_their_preprocessing():
         (lambda: ModelConfig(grouping=replace(PAPER_SETTINGS, group_size=30)), "multiple of 4"),
         (lambda: ModelConfig(bottleneck_options={"f": object()}), "JSON-able"),
         (lambda: ModelConfig(grouping={"n_points": 64}), "must be a GroupingSettings"),
+        (lambda: ModelConfig(layout="streamline"), "preset 'paper' has the grid layout"),
+        (lambda: preset_config("compact", layout="ring"), "layout must be 'grid' or 'streamline', got 'ring'"),
     ],
 )
 def test_invalid_configs_raise_value_errors_naming_the_value(call, message):
@@ -130,8 +137,10 @@ def test_forward_shapes(preset, bottleneck):
 
 def test_latent_sizes():
     compact = make_model("compact", "identity")
-    assert compact.latent_shape == (8, 8, 16)
+    assert compact.latent_shape == (64, 1, 16)  # one 16-dim vector per streamline
     assert (compact.numbers_per_group, compact.bytes_per_group) == (1024, 4096)
+    assert make_model("compact", "identity", **COMPACT_GRID).latent_shape == (8, 8, 16)
+    assert preset_config("compact-grid") == preset_config("compact", **COMPACT_GRID)
     assert make_model("compact", "vq").numbers_per_group == 64
     assert make_model("compact", "vq").bytes_per_group == 72  # 64 indices x 9 bits
     paper_vq = make_model("paper", "vq")
@@ -140,6 +149,29 @@ def test_latent_sizes():
     hard = make_model("paper", "vqdiff", bottleneck_options={"eval_mode": "hard"})
     assert hard.numbers_per_group == 256
     assert make_model("compact", "fsq").bytes_per_group == 80  # 1000 codes: 10 bits
+
+
+def test_streamline_layout_codes_each_streamline_alone():
+    """In the streamline layout a latent row depends on its streamline and its neighbours only:
+    the first layer sees one whole streamline, then 1 + 2 * residual_blocks kernel-3 mixes."""
+    model = make_model("compact", "identity").eval()
+    changed = groups()
+    changed[:, :, 40] += 1.0  # move streamline 40 of each group
+    with torch.no_grad():
+        before, after = model.encoder(groups()), model.encoder(changed)  # (B, D, S, 1)
+    moved = (before - after).abs().amax(dim=(0, 1, 3)) > 0  # (S,)
+    reach = 1 + model.config.residual_blocks  # kernel 3: one row per mixing layer
+    assert moved.nonzero().flatten().tolist() == list(range(40 - reach, 40 + reach + 1))
+
+
+def test_grid_layout_models_still_load(tmp_path):
+    """A compact checkpoint written before ``layout`` existed (no such key) is a grid model."""
+    grid = make_model("compact", "vq", **COMPACT_GRID)
+    stored = grid.config.to_dict()
+    del stored["layout"]
+    assert ModelConfig.from_dict(stored) == grid.config
+    path = save_model(grid, tmp_path / "grid.pt")
+    assert load_model(path).latent_shape == (8, 8, 16)
 
 
 @pytest.mark.parametrize(("preset", "bottleneck"), [("paper", "vq"), ("compact", "fsq"), ("compact", "vq-ema")])
@@ -164,12 +196,12 @@ def test_shape_errors_name_expected_and_got():
         model(torch.zeros(2, 3, 32, 64))
     with pytest.raises(ValueError, match=r"got \(3, 64, 64\)"):
         model.encode(torch.zeros(3, 64, 64))
-    with pytest.raises(ValueError, match=r"expected latents of shape \(B, 8, 8, 16\), got \(1, 8, 8, 4\)"):
-        model.decode(torch.zeros(1, 8, 8, 4))
-    with pytest.raises(ValueError, match=r"expected indices of shape \(B, 8, 8\), got \(1, 16, 16\)"):
-        model.decode_indices(torch.zeros(1, 16, 16, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"expected latents of shape \(B, 64, 1, 16\), got \(1, 8, 8, 16\)"):
+        model.decode(torch.zeros(1, 8, 8, 16))
+    with pytest.raises(ValueError, match=r"expected indices of shape \(B, 64, 1\), got \(1, 8, 8\)"):
+        model.decode_indices(torch.zeros(1, 8, 8, dtype=torch.long))
     with pytest.raises(ValueError, match="indices must be integers"):
-        model.decode_indices(torch.zeros(1, 8, 8))
+        model.decode_indices(torch.zeros(1, 64, 1))
 
 
 # ------------------------------------------------------------------------------ checkpoints

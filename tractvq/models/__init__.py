@@ -9,8 +9,10 @@
     save_model(model, "model.pt")
     model = load_model("model.pt")            # rebuilt from the file alone
 
-Presets: ``paper`` (the published VQ-Diff architecture, :mod:`tractvq.models.paper`) and
-``compact`` (ours, :mod:`tractvq.models.compact`); see :mod:`tractvq.models.config`.
+Presets: ``paper`` (the published VQ-Diff architecture, :mod:`tractvq.models.paper`),
+``compact`` (ours, :mod:`tractvq.models.compact`: one latent vector per streamline) and
+``compact-grid`` (the first ``compact``, an 8 x 8 latent grid); see
+:mod:`tractvq.models.config`.
 """
 
 from tractvq.models.autoencoder import BundleAutoencoder, ModelOutput
@@ -24,10 +26,11 @@ from tractvq.models.checkpoint import (
     save_checkpoint,
     save_model,
 )
-from tractvq.models.config import PRESETS, ModelConfig, preset_config
+from tractvq.models.config import PRESET_NAMES, PRESETS, ModelConfig, preset_config
 
 __all__ = [
     "PRESETS",
+    "PRESET_NAMES",
     "PUBLISHED_KINDS",
     "ModelConfig",
     "preset_config",

@@ -18,16 +18,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tractvq.models.compact import CompactDecoder, CompactEncoder
+from tractvq.models.compact import CompactDecoder, CompactEncoder, StreamlineDecoder, StreamlineEncoder
 from tractvq.models.config import ModelConfig
 from tractvq.models.paper import PaperDecoder, PaperEncoder
 from tractvq.quantizers import QuantizerOutput, build
 
 __all__ = ["ModelOutput", "BundleAutoencoder"]
 
-_ARCHITECTURES = {
-    "paper": (PaperEncoder, PaperDecoder),
-    "compact": (CompactEncoder, CompactDecoder),
+_ARCHITECTURES = {  # (preset, layout) -> (encoder, decoder)
+    ("paper", "grid"): (PaperEncoder, PaperDecoder),
+    ("compact", "grid"): (CompactEncoder, CompactDecoder),
+    ("compact", "streamline"): (StreamlineEncoder, StreamlineDecoder),
 }
 
 
@@ -78,7 +79,7 @@ class BundleAutoencoder(nn.Module):
         if not isinstance(config, ModelConfig):
             raise ValueError(f"config must be a ModelConfig, got {type(config).__name__}")
         self.config = config
-        encoder_class, decoder_class = _ARCHITECTURES[config.preset]
+        encoder_class, decoder_class = _ARCHITECTURES[config.preset, config.layout]
         sizes = dict(
             channels=config.channels,
             hidden_channels=config.hidden_channels,
@@ -86,6 +87,8 @@ class BundleAutoencoder(nn.Module):
             residual_blocks=config.residual_blocks,
             latent_dim=config.latent_dim,
         )
+        if config.layout == "streamline":
+            sizes["n_points"] = config.grouping.n_points
         self.encoder = encoder_class(**sizes)
         self.quantizer = build(
             config.bottleneck,

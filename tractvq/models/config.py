@@ -14,9 +14,13 @@ Presets (:func:`preset_config`):
     github.com/drewrl3v/diff-vq-vae): two stride-2 convolutions to a 16 x 16 x 64 latent grid,
     K = 512 codes, and the published preprocessing :data:`~tractvq.bundles.PAPER_SETTINGS`.
 ``compact``
-    Ours: three stride-2 convolutions with few channels at full resolution, an 8 x 8 x 16
-    latent grid (1,024 numbers per group, 16 x fewer than ``paper``) and tractvq's own
+    Ours: one latent vector of 16 dims per streamline (the ``streamline`` layout, a 64 x 1 x 16
+    latent: 1,024 numbers per group, 16 x fewer than ``paper``) and tractvq's own
     preprocessing (spatial groups, oriented, ordered, per-group normalisation).
+``compact-grid``
+    The first ``compact`` (three stride-2 convolutions to an 8 x 8 x 16 latent grid, the same
+    preprocessing): the shipped discrete model and the quantizer studies of
+    ``docs/results.md`` use it. Its configs say ``preset="compact", layout="grid"``.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from tractvq.bundles import PAPER_SETTINGS, GroupingSettings
 
-__all__ = ["PRESETS", "ModelConfig", "preset_config"]
+__all__ = ["PRESETS", "PRESET_NAMES", "ModelConfig", "preset_config"]
 
-#: The architectures a config can name.
+#: The architecture families a config can name (:attr:`ModelConfig.preset`).
 PRESETS = ("paper", "compact")
 
 
@@ -54,10 +58,16 @@ class ModelConfig:
     latent_dim : int
         Size D of each latent vector (channels of the latent grid).
     channels : tuple of int
-        Output channels of the encoder's stride-2 convolutions, in order; the decoder's
-        transposed convolutions mirror them. Each one halves both axes of the group, so the
-        latent grid is ``(S / 2**n, P / 2**n)`` with ``n = len(channels)``. ``paper`` takes
-        exactly two (the published ``_conv_1`` and ``_conv_2``).
+        Output channels of the encoder's stages, in order; the decoder mirrors them. In the
+        ``grid`` layout each stage is a stride-2 convolution that halves both axes of the
+        group, so the latent grid is ``(S / 2**n, P / 2**n)`` with ``n = len(channels)``;
+        ``paper`` takes exactly two (the published ``_conv_1`` and ``_conv_2``). In the
+        ``streamline`` layout the first stage maps each whole streamline to ``channels[0]``
+        features and the latent is ``(S, 1)``.
+    layout : {"grid", "streamline"}
+        How a group becomes a latent (:mod:`tractvq.models.compact`): a grid of patches of
+        neighbouring streamlines and points (``paper``, and ``compact`` models trained before
+        the streamline layout), or one latent vector per streamline (``compact`` only).
     hidden_channels : int
         Channels at the latent resolution (the residual stacks).
     residual_channels : int
@@ -82,6 +92,7 @@ class ModelConfig:
     codebook_size: int = 512  # K, published
     latent_dim: int = 64  # D, published embedding_dim
     channels: tuple[int, ...] = (64, 128)  # published num_hiddens // 2, num_hiddens
+    layout: str = "grid"
     hidden_channels: int = 128  # published num_hiddens
     residual_channels: int = 32  # published num_residual_hiddens
     residual_blocks: int = 2  # published num_residual_layers
@@ -117,10 +128,14 @@ class ModelConfig:
                 "preset 'paper' has exactly two stride-2 convolutions (_conv_1, _conv_2);"
                 f" channels must hold two values, got {channels!r}"
             )
+        if self.layout not in ("grid", "streamline"):
+            raise ValueError(f"layout must be 'grid' or 'streamline', got {self.layout!r}")
+        if self.preset == "paper" and self.layout != "grid":
+            raise ValueError(f"preset 'paper' has the grid layout; got layout={self.layout!r}")
         if not isinstance(self.grouping, GroupingSettings):
             raise ValueError(f"grouping must be a GroupingSettings, got {self.grouping!r}")
         factor = 2 ** len(channels)
-        for name in ("group_size", "n_points"):
+        for name in ("group_size", "n_points") if self.layout == "grid" else ():
             size = getattr(self.grouping, name)
             if size % factor:
                 raise ValueError(
@@ -139,8 +154,10 @@ class ModelConfig:
     @property
     def latent_shape(self) -> tuple[int, int, int]:
         """Shape ``(h, w, D)`` of one group's latent grid (channels last)."""
-        factor = 2 ** len(self.channels)
         grouping = self.grouping
+        if self.layout == "streamline":
+            return (grouping.group_size, 1, self.latent_dim)
+        factor = 2 ** len(self.channels)
         return (grouping.group_size // factor, grouping.n_points // factor, self.latent_dim)
 
     def to_dict(self) -> dict:
@@ -221,14 +238,28 @@ _PRESETS: dict[str, dict] = {
     "paper": {},
     "compact": {
         "preset": "compact",
+        "layout": "streamline",
+        "latent_dim": 16,  # 64 streamlines x 16 = 1,024 numbers per group
+        "channels": (256,),  # each streamline's 3 x 64 coordinates -> 256 features
+        "hidden_channels": 256,
+        "residual_channels": 128,
+        "residual_blocks": 2,
+        "grouping": GroupingSettings(),  # spatial, oriented, ordered, per-group normalised
+    },
+    "compact-grid": {
+        "preset": "compact",
+        "layout": "grid",
         "latent_dim": 16,  # 8 x 8 x 16 = 1,024 numbers per group
         "channels": (32, 64, 128),  # three stride-2 stages: 64 x 64 -> 8 x 8
         "hidden_channels": 128,
         "residual_channels": 64,
         "residual_blocks": 2,
-        "grouping": GroupingSettings(),  # spatial, oriented, ordered, per-group normalised
+        "grouping": GroupingSettings(),
     },
 }
+
+#: The names :func:`preset_config` takes.
+PRESET_NAMES = tuple(_PRESETS)
 
 
 def preset_config(name: str, **overrides) -> ModelConfig:
@@ -236,7 +267,7 @@ def preset_config(name: str, **overrides) -> ModelConfig:
 
     Parameters
     ----------
-    name : {"paper", "compact"}
+    name : {"paper", "compact", "compact-grid"}
         The preset.
     **overrides
         :class:`ModelConfig` fields to change, e.g. ``bottleneck="vq"``. ``grouping`` may be a
@@ -261,7 +292,7 @@ def preset_config(name: str, **overrides) -> ModelConfig:
             f"ModelConfig has no field {', '.join(map(repr, unknown))}; the fields are:"
             f" {', '.join(sorted(known))}"
         )
-    if "preset" in overrides and overrides["preset"] != name:
+    if "preset" in overrides and overrides["preset"] != _PRESETS[name].get("preset", "paper"):
         raise ValueError(f"preset_config({name!r}) cannot set preset={overrides['preset']!r}")
     if isinstance(overrides.get("grouping"), Mapping):
         overrides["grouping"] = _grouping_from_dict(overrides["grouping"])

@@ -99,17 +99,19 @@ class VQDiff(Quantizer):
             self.codebook.weight.normal_(0.0, init_std)
 
     def quantize(self, latents: Tensor) -> QuantizerOutput:
-        logits = -squared_distances(latents, self.codebook.weight)  # (N, K)
+        distances = squared_distances(latents, self.codebook.weight)  # ||z - e||^2, (N, K)
         mode = "sample" if self.training else self.eval_mode
         if mode == "hard":
-            indices = logits.argmax(dim=1)
+            indices = distances.argmin(dim=1)
             quantized = self.codebook(indices)  # exact rows
-            weights = F.one_hot(indices, self.codebook_size).to(logits.dtype)
+            weights = F.one_hot(indices, self.codebook_size).to(distances.dtype)
         else:
             if mode == "sample":
-                weights = relaxed_gumbel_sample(logits, self.temperature)  # w
-            else:
-                weights = (logits / self.temperature).softmax(dim=1)
+                weights = relaxed_gumbel_sample(-distances, self.temperature)  # w
+            elif torch.is_grad_enabled():
+                weights = (distances / -self.temperature).softmax(dim=1)
+            else:  # encoding: the same values, computed in the distances' buffer
+                weights = distances.div_(-self.temperature).softmax(dim=1)
             indices = weights.argmax(dim=1)
             quantized = weights @ self.codebook.weight  # sum_i w_i e_i, (N, D)
         stats = codebook_stats(indices, self.codebook_size)
