@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_train.py [--threads 2] [--batch 64] [--steps 8] [--warmup 2]
-        [--presets paper compact] [--variants default channels_last compile] [--bottleneck vqdiff]
+        [--presets paper compact compact-grid] [--variants default channels_last compile] [--bottleneck vqdiff]
 
 For each preset, builds every variant, then times ``--steps`` rounds after ``--warmup``
 untimed ones; each round runs one training step and one validation batch of every variant in
@@ -48,7 +48,7 @@ from tractvq.bundles import group  # noqa: E402
 from tractvq.data import GroupDataset, StepSampler  # noqa: E402
 from tractvq.io import load  # noqa: E402
 from tractvq.models.autoencoder import BundleAutoencoder  # noqa: E402
-from tractvq.models.config import preset_config  # noqa: E402
+from tractvq.models.config import PRESET_NAMES, preset_config  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "sub-vqdiff" / "tractography"
 BUNDLES = ("sub-vqdiff__POPT_R.trk", "sub-vqdiff__CC_Fr_1.trk")
@@ -132,7 +132,7 @@ def measure(preset: str, variants: list[str], args) -> list[dict]:
         try:
             built.append(Variant(preset, variant, args))
         except Exception as error:  # e.g. torch.compile without a working compiler
-            print(f"{preset:8} {variant:14} failed: {type(error).__name__}: {str(error).splitlines()[0][:80]}")
+            print(f"{preset:12} {variant:14} failed: {type(error).__name__}: {str(error).splitlines()[0][:80]}")
     for _ in range(args.warmup):
         for variant in built:
             variant.train_step()
@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--presets", nargs="+", default=["paper", "compact"], choices=["paper", "compact"])
+    parser.add_argument("--presets", nargs="+", default=["paper", "compact"], choices=list(PRESET_NAMES))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS[:3]), choices=VARIANTS)
     parser.add_argument("--bottleneck", default="vqdiff")
     args = parser.parse_args()
@@ -158,7 +158,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} threads (OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}), batch {args.batch},"
           f" bottleneck {args.bottleneck}, median of {args.steps} steps after {args.warmup}")
     header = (
-        f"{'preset':8} {'variant':14} {'params':>9} {'s/step':>7} {'best':>7} {'steps/s':>8}"
+        f"{'preset':12} {'variant':14} {'params':>9} {'s/step':>7} {'best':>7} {'steps/s':>8}"
         f" {'train bundles/s':>16} {'eval bundles/s':>15} {'compile s':>10}"
     )
     print(header)
@@ -166,7 +166,7 @@ def main() -> None:
     for preset in args.presets:
         for row in measure(preset, args.variants, args):
             print(
-                f"{row['preset']:8} {row['variant']:14} {row['parameters']:>9,} {row['step_s']:>7.3f}"
+                f"{row['preset']:12} {row['variant']:14} {row['parameters']:>9,} {row['step_s']:>7.3f}"
                 f" {row['best_step_s']:>7.3f} {row['steps_per_s']:>8.2f} {row['train_bundles_per_s']:>16.1f}"
                 f" {row['eval_bundles_per_s']:>15.1f} {row['compile_s']:>10.1f}",
                 flush=True,

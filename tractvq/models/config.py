@@ -241,8 +241,8 @@ _PRESETS: dict[str, dict] = {
         "layout": "streamline",
         "latent_dim": 16,  # 64 streamlines x 16 = 1,024 numbers per group
         "channels": (256,),  # each streamline's 3 x 64 coordinates -> 256 features
-        "hidden_channels": 256,
-        "residual_channels": 128,
+        "hidden_channels": 128,
+        "residual_channels": 64,
         "residual_blocks": 2,
         "grouping": GroupingSettings(),  # spatial, oriented, ordered, per-group normalised
     },
