@@ -175,7 +175,7 @@ def test_a_finished_run_resumed_with_more_steps_goes_on(uninterrupted, tmp_path)
 
 
 def test_model_that_cannot_take_the_cache_groups(cache, tmp_path):
-    config = preset_config("compact", **{**TINY, "channels": (8, 16, 16, 16, 16)})  # needs multiples of 32
+    config = preset_config("compact-grid", **{**TINY, "channels": (8, 16, 16, 16, 16)})  # needs multiples of 32
     with pytest.raises(RunConfigError, match="cannot take this cache's groups.*multiple of 32"):
         train(cache, tmp_path / "run", config, CONFIG, progress=False)
 
