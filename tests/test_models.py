@@ -164,6 +164,14 @@ def test_streamline_layout_codes_each_streamline_alone():
     assert moved.nonzero().flatten().tolist() == list(range(40 - reach, 40 + reach + 1))
 
 
+def test_streamline_layout_takes_any_group_size_and_point_count():
+    model = make_model("compact", "vq", grouping={"group_size": 30, "n_points": 20})
+    output = model(torch.randn(2, 3, 30, 20))
+    assert model.latent_shape == (30, 1, 16) and output.reconstruction.shape == (2, 3, 30, 20)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        preset_config("compact-grid", grouping={"group_size": 30})
+
+
 def test_grid_layout_models_still_load(tmp_path):
     """A compact checkpoint written before ``layout`` existed (no such key) is a grid model."""
     grid = make_model("compact", "vq", **COMPACT_GRID)
