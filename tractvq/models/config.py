@@ -19,8 +19,7 @@ Presets (:func:`preset_config`):
     preprocessing (spatial groups, oriented, ordered, per-group normalisation).
 ``compact-grid``
     The first ``compact`` (three stride-2 convolutions to an 8 x 8 x 16 latent grid, the same
-    preprocessing): the shipped discrete model and the quantizer studies of
-    ``docs/results.md`` use it. Its configs say ``preset="compact", layout="grid"``.
+    preprocessing): the quantizer studies of ``docs/results.md`` use it. Its configs say ``preset="compact", layout="grid"``.
 """
 
 from __future__ import annotations
