@@ -40,14 +40,14 @@ def rate_distortion(cache, models, result_files, threshold, seed, output, force)
     from tractvq.bench.streamlines import STREAMLINE_COLUMNS, model_row
     from tractvq.cache import load_cache
     from tractvq.encoding import resolve_model
-    from tractvq.evaluate import _model_label
+    from tractvq.evaluate import model_label
     from tractvq.outputs import atomic_output
 
     validation = load_cache(cache).split("validation")
     rows, labels = [], []
     for name in models:
         model, source = resolve_model(name)
-        label = _model_label(source or name, labels)
+        label = model_label(source or name, labels)
         labels.append(label)
         rows.append({"label": label, **model_row(model, validation, threshold_mm=threshold, seed=seed)})
     rows += [{"label": row["quantizer"], **row} for row in extra_rows]

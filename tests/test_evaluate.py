@@ -126,9 +126,9 @@ def test_code_statistics_count_only_the_codes_seen():
 
 
 def test_model_labels_name_run_folders_and_stay_unique():
-    from tractvq.evaluate import _model_label
+    from tractvq.evaluate import model_label
 
-    assert _model_label("runs/diveq/model.pt", []) == "diveq"
-    assert _model_label("model.pt", []) == "model"
-    assert _model_label("weights/vq.pt", ["vq"]) == "vq-2"
-    assert _model_label(None, []) == "default"
+    assert model_label("runs/diveq/model.pt", []) == "diveq"
+    assert model_label("model.pt", []) == "model"
+    assert model_label("weights/vq.pt", ["vq"]) == "vq-2"
+    assert model_label(None, []) == "default"

@@ -56,6 +56,7 @@ __all__ = [
     "buan_scores",
     "buan_scores_dipy",
     "code_statistics",
+    "model_label",
     "GroupScores",
     "score_groups",
     "EvaluationTable",
@@ -599,7 +600,7 @@ def run_model(model, data: np.ndarray, *, batch_size: int = 64, device: str = "c
     return reconstruction, (np.concatenate(indices) if indices else None)
 
 
-def _model_label(name, labels: list[str]) -> str:
+def model_label(name, labels: list[str]) -> str:
     """A unique column label: a file's stem (its folder's name for a run's ``model.pt``), a
     shipped name, or ``model`` for an object."""
     if isinstance(name, (str, os.PathLike)):
@@ -662,7 +663,7 @@ def evaluate_models(
     scores: dict[str, GroupScores] = {}
     for name in models or [None]:
         model, source = resolve_model(name)
-        label = _model_label(source or name, list(scores))
+        label = model_label(source or name, list(scores))
         groups = group_for_model(records, model, reference=reference, coordinate_range=coordinate_range, progress=progress)
         reconstruction, indices = run_model(model, groups.data, batch_size=batch_size, device=device)
         scores[label] = score_groups(

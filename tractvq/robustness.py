@@ -292,7 +292,7 @@ def generalisation_study(
     EvaluationTable
     """
     from tractvq.encoding import resolve_model
-    from tractvq.evaluate import _model_label
+    from tractvq.evaluate import model_label
 
     held_out = set(cache.manifest.get("split", {}).get("holdout_bundles", []))
     groups = cache.split("validation")
@@ -304,7 +304,7 @@ def generalisation_study(
                               indices=indices, codebook_size=getattr(model.quantizer, "codebook_size", None))
         result.bundle_names = [f"{name} (held out)" if name in held_out else name for name in result.bundle_names]
         result.codes = {(f"{key} (held out)" if key in held_out else key): value for key, value in result.codes.items()}
-        scores[_model_label(source or name, list(scores))] = result
+        scores[model_label(source or name, list(scores))] = result
     table = summarize(scores, metrics, settings={"study": "generalisation", "holdout_bundles": sorted(held_out), "seed": seed})
     return _with_split_rows(table, scores) if held_out else table
 
