@@ -579,7 +579,7 @@ def test_vqdiff_evaluation_modes():
     assert torch.equal(output.indices, _nearest(latents, codebook))
     soft = (-(weights.mean(0) * weights.mean(0).log()).sum()).exp()
     torch.testing.assert_close(output.stats["soft_perplexity"], soft)
-    with torch.inference_mode():  # encoding computes in place: the very same values
+    with torch.inference_mode():  # encoding (no autograd) gives the very same values
         encoded = quantizer(latents)
     assert torch.equal(encoded.quantized, output.quantized) and torch.equal(encoded.indices, output.indices)
 

@@ -108,10 +108,8 @@ class VQDiff(Quantizer):
         else:
             if mode == "sample":
                 weights = relaxed_gumbel_sample(-distances, self.temperature)  # w
-            elif torch.is_grad_enabled():
+            else:
                 weights = (distances / -self.temperature).softmax(dim=1)
-            else:  # encoding: the same values, computed in the distances' buffer
-                weights = distances.div_(-self.temperature).softmax(dim=1)
             indices = weights.argmax(dim=1)
             quantized = weights @ self.codebook.weight  # sum_i w_i e_i, (N, D)
         stats = codebook_stats(indices, self.codebook_size)
