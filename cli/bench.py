@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tractvq.cli.options import force_option
+from tractvq.cli.options import CHANNELS, CODEBOOK_SIZE, COUNT, PROCESSES, SEED, FiniteFloat, force_option
 
 DOMAINS = ("digits", "cifar10", "streamlines")
 
@@ -33,17 +33,17 @@ def _split_options(ctx, param, values) -> dict:
 )
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="CIFAR-10 batches (cifar10) or a training cache (streamlines).")
 @click.option("--quantizer", "-q", "names", multiple=True, metavar="NAME", help="A quantizer to train (repeatable; default: all, see `tractvq quantizers`).")
-@click.option("--steps", default=1000, show_default=True, type=click.IntRange(min=1), help="Training steps per quantizer.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images or bundles per training step.")
-@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (Adam).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the weights, the batches and the methods' noise (the digits train/test split is fixed).")
-@click.option("--codebook-size", type=click.IntRange(min=2), default=None, help="Codes K of every quantizer with a codebook (default: 512 for images, the preset's for streamlines).")
-@click.option("--dim", type=click.IntRange(min=1), default=None, help="Latent channels D (default: 64 for images, the preset's for streamlines).")
-@click.option("--preset", type=click.Choice(["paper", "compact", "compact-grid"]), default="compact", show_default=True, help="streamlines: the model preset.")
+@click.option("--steps", default=1000, show_default=True, type=COUNT, help="Training steps per quantizer.")
+@click.option("--batch-size", default=64, show_default=True, type=COUNT, help="Images or bundles per training step.")
+@click.option("--lr", default=1e-3, show_default=True, type=FiniteFloat(min=0, min_open=True), help="Peak learning rate (Adam).")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the weights, the batches and the methods' noise (the digits train/test split is fixed).")
+@click.option("--codebook-size", type=CODEBOOK_SIZE, default=None, help="Codes K of every quantizer with a codebook (default: 512 for images, the preset's for streamlines).")
+@click.option("--dim", type=CHANNELS, default=None, help="Latent channels D (default: 64 for images, the preset's for streamlines).")
+@click.option("--preset", type=click.Choice(["paper", "compact", "basis", "compact-grid"]), default="compact", show_default=True, help="streamlines: the model preset.")
 @click.option("--option", "quantizer_options", multiple=True, callback=_split_options, metavar="QUANTIZER:KEY=VALUE", help="streamlines: an option of one quantizer, e.g. vqdiff:eval_mode=mean (repeatable).")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="streamlines: augment training groups as `tractvq train --augment`.")
-@click.option("--threshold", default=5.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="streamlines: BUAN threshold in mm (next to the published protocol's).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="streamlines: CPU threads of torch (default: torch's).")
+@click.option("--threshold", default=5.0, show_default=True, type=FiniteFloat(min=0, min_open=True), help="streamlines: BUAN threshold in mm (next to the published protocol's).")
+@click.option("--threads", type=PROCESSES, default=None, help="streamlines: CPU threads of torch (default: torch's).")
 @click.option("--resume", is_flag=True, help="streamlines: keep the finished runs in --output, resume stopped ones, train the rest.")
 @click.option("--quiet", "quiet", is_flag=True, help="No progress bars.")
 @click.option("--output", "-o", required=True, type=click.Path(), help="Folder to create: results.csv, results.md, results.png, settings.json (streamlines: + rate_distortion.png, runs/).")
@@ -88,7 +88,7 @@ def bench_quantizers(domain, data_dir, names, steps, batch_size, lr, seed, codeb
 def _bench_images(domain, data_dir, names, steps, batch_size, lr, seed, codebook_size, dim, output, force) -> None:
     from tractvq.outputs import check_output
 
-    check_output(output, force=force)  # refuse before training, not after
+    check_output(output, force=force, directory=True)  # refuse before training, not after
 
     import torch
 
@@ -118,6 +118,7 @@ def _bench_images(domain, data_dir, names, steps, batch_size, lr, seed, codebook
 
 def _bench_streamlines(cache, names, steps, batch_size, lr, seed, codebook_size, dim, preset, quantizer_options,
                        augment, threshold, threads, resume, quiet, output, force) -> None:
+    import os
     import shutil
     from dataclasses import asdict
     from pathlib import Path
@@ -135,7 +136,12 @@ def _bench_streamlines(cache, names, steps, batch_size, lr, seed, codebook_size,
 
     if resume and force:
         raise click.UsageError("give --resume or --force, not both")
-    load_cache(cache)  # a bad cache fails before anything is written
+    training_groups = len(load_cache(cache).split("train"))  # a bad cache fails before anything is written
+    if batch_size > training_groups:
+        raise click.BadParameter(
+            f"{batch_size} is more than the {training_groups} groups of the training split of {cache}",
+            param_hint="'--batch-size'",
+        )
     sizes = {key: value for key, value in (("codebook_size", codebook_size), ("latent_dim", dim)) if value is not None}
 
     def model_config_for(name: str):
@@ -154,9 +160,13 @@ def _bench_streamlines(cache, names, steps, batch_size, lr, seed, codebook_size,
         raise click.UsageError(str(error)) from error
     output = Path(output)
     if not (resume and output.is_dir()):
-        check_output(output, force=force)
+        check_output(output, force=force, directory=True)
         if output.is_dir():
-            shutil.rmtree(output)
+            if os.listdir(output) and not (output / "settings.json").is_file():
+                from tractvq.errors import OutputError
+
+                raise OutputError(output, "is not a benchmark folder (no settings.json); refusing to replace it, even with --force")
+            shutil.rmtree(output)  # a previous benchmark's folder, replaced whole
         output.mkdir()
     settings = {
         "domain": "streamlines", "cache": str(cache), "preset": preset, "quantizers": names,

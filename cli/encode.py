@@ -9,7 +9,7 @@ from tractvq.cli.options import batch_option, device_option, force_option, model
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Codes file to write (.npz).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Codes file to write (its name ends in .npz).")
 @model_option
 @reference_option
 @range_option
@@ -25,7 +25,7 @@ def encode(inputs, output, model, reference, coordinate_range, batch_size, devic
     from tractvq.encoding import encode as encode_inputs
     from tractvq.outputs import check_output
 
-    check_output(output, force=force)
+    check_output(output, force=force, suffix=".npz")
     codes = encode_inputs(
         inputs, model, reference=reference, coordinate_range=coordinate_range,
         batch_size=batch_size, device=device, progress=True,

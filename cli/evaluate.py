@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import click
 
-from tractvq.cli.options import batch_option, device_option, force_option, range_option, reference_option
+from tractvq.cli.options import (
+    PROCESSES, SEED, FiniteFloat, batch_option,
+    device_option, force_option, range_option, reference_option,
+)
 
 METRIC_CHOICES = ("buan", "mdf", "mse", "perplexity", "usage")
 
@@ -15,10 +18,10 @@ METRIC_CHOICES = ("buan", "mdf", "mse", "perplexity", "usage")
 @click.option("--metric", "metrics", multiple=True, type=click.Choice(METRIC_CHOICES), help="Metric (repeatable). Default: buan and mdf.")
 @click.option("--protocol", type=click.Choice(["mm", "paper"]), default="mm", show_default=True,
               help="BUAN per group in mm, or in the normalised coordinates with threshold 0.05 (the published table).")
-@click.option("--threshold", type=float, default=None, help="BUAN threshold (default 6 mm; 0.05 with --protocol paper).")
-@click.option("--clust-thr", "clust_thr", type=float, multiple=True, help="BUAN clustering threshold (repeatable; default 0: every streamline).")
-@click.option("--seed", default=0, show_default=True, help="Seed of BUAN's random generators.")
-@click.option("--workers", type=int, default=None, help="Processes (default: all cores on large inputs).")
+@click.option("--threshold", type=FiniteFloat(min=0, min_open=True), default=None, help="BUAN threshold (default 6 mm; 0.05 with --protocol paper).")
+@click.option("--clust-thr", "clust_thr", type=FiniteFloat(min=0), multiple=True, help="BUAN clustering threshold (repeatable; default 0: every streamline).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of BUAN's random generators.")
+@click.option("--workers", type=PROCESSES, default=None, help="Processes (default: all cores on large inputs).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Also write the table as CSV.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the table and settings as JSON.")
 @reference_option

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from tractvq.cli.options import batch_option, device_option, force_option, model_option, range_option, reference_option
+from tractvq.cli.options import (
+    SEED, batch_option, device_option, force_option, model_option, range_option, reference_option,
+)
 from tractvq.cli.render import background_option, check_background, check_panel_size, view_option
 
 
@@ -16,7 +18,7 @@ from tractvq.cli.render import background_option, check_background, check_panel_
               help="The group to show with its neighbours: the INDEX-th group (from 0) of BUNDLE. Default: the first group.")
 @click.option("--neighbours", "--neighbors", "-k", "neighbours", type=click.IntRange(1), default=5, show_default=True,
               help="How many nearest groups in latent space to draw.")
-@click.option("--seed", default=0, show_default=True, help="Seed of t-SNE.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of t-SNE.")
 @view_option
 @click.option("--panel-size", type=(int, int), default=(220, 220), show_default=True, metavar="W H",
               help="Pixels of one FURY panel.")

@@ -41,8 +41,22 @@ class _Group(click.Group):
 
             if not isinstance(error, TractvqError) or ctx.meta.get("tractvq.verbose"):
                 raise
+            _erase_progress_bars()
             click.echo(f"Error: {error}", err=True)
             sys.exit(2)
+
+
+def _erase_progress_bars() -> None:
+    """Close the progress bars an error interrupted, erasing their line, so that the error
+    is the only line after the finished ones (not glued to a bar, nor followed by one when
+    the bar is closed later)."""
+    if "tqdm" not in sys.modules:
+        return
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):  # tqdm's own registry of open bars
+        bar.leave = False
+        bar.close()
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import click
 
-from tractvq.cli.options import batch_option, device_option, force_option, model_option, range_option, reference_option
+from tractvq.cli.options import (
+    PROCESSES, SEED, FiniteFloat, batch_option, device_option,
+    force_option, model_option, range_option, reference_option,
+)
 from tractvq.cli.render import VIEW_CHOICES, check_panel_size
 
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @model_option
-@click.option("--eps", "eps", type=float, multiple=True, help="Std of the Gaussian latent noise (repeatable). Default: 0.1 0.5 1.0.")
+@click.option("--eps", "eps", type=FiniteFloat(min=0), multiple=True, help="Std of the Gaussian latent noise (repeatable). Default: 0.1 0.5 1.0.")
 @click.option("--directional/--no-directional", default=True, show_default=True,
               help="Also the published sweep: latent + alpha * 0.5 for alpha in linspace(-1, 1, 9).")
 @click.option("--permutation/--no-permutation", default=True, show_default=True,
               help="Also shuffle the streamlines of each group before encoding and report the change.")
 @click.option("--protocol", type=click.Choice(["mm", "paper"]), default="mm", show_default=True, help="BUAN protocol (see evaluate).")
-@click.option("--threshold", type=float, default=None, help="BUAN threshold (default 6 mm; 0.05 with --protocol paper).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the noise, shuffles and BUAN.")
-@click.option("--workers", type=int, default=None, help="Processes for BUAN.")
+@click.option("--threshold", type=FiniteFloat(min=0, min_open=True), default=None, help="BUAN threshold (default 6 mm; 0.05 with --protocol paper).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the noise, shuffles and BUAN.")
+@click.option("--workers", type=PROCESSES, default=None, help="Processes for BUAN.")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder to create.")
 @click.option("--no-bundles", is_flag=True, help="Do not write the decoded bundles.")
 @click.option("--render", is_flag=True,
@@ -52,7 +55,7 @@ def perturb(inputs, model, eps, directional, permutation, protocol, threshold, s
     from tractvq.outputs import atomic_output, check_output
     from tractvq.robustness import PUBLISHED_ALPHAS, permutation_study, perturbation_study, plot_perturbation
 
-    check_output(output, force=force)
+    check_output(output, force=force, directory=True)
     if render:
         from tractvq.viz import backend
 

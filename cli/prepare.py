@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import click
 
-from tractvq.cli.options import force_option, reference_option
+from tractvq.cli.options import SEED, FiniteFloat, FiniteRange, force_option, known_bundles, reference_option
 
 
 @click.command()
-@click.argument("sources", nargs=-1, required=True, type=click.Path())
+@click.argument("sources", nargs=-1, required=True, type=click.Path(), is_eager=True)  # read by --holdout-bundle
 @click.option("--output", "-o", required=True, type=click.Path(), help="Cache folder to create.")
 @reference_option
-@click.option("--points", "n_points", default=64, show_default=True, help="Points per streamline.")
-@click.option("--group-size", default=64, show_default=True, help="Streamlines per group.")
+@click.option("--points", "n_points", type=click.IntRange(2, 4096), default=64, show_default=True, help="Points per streamline.")
+@click.option("--group-size", type=click.IntRange(1, 4096), default=64, show_default=True, help="Streamlines per group.")
 @click.option(
     "--grouping",
     type=click.Choice(["spatial", "sequential", "random"]),
@@ -29,12 +29,12 @@ from tractvq.cli.options import force_option, reference_option
     show_default=True,
     help="Per-group centre and scale, or global min-max to [-1, 1].",
 )
-@click.option("--range", "coordinate_range", type=(float, float), default=None, help="MIN MAX in mm of the global normalisation (default: fitted to the data).")
+@click.option("--range", "coordinate_range", type=FiniteRange(), default=None, help="MIN MAX in mm of the global normalisation (default: fitted to the data).")
 @click.option("--paper", is_flag=True, help="The published preprocessing: sequential groups, no orient/order, global normalisation.")
-@click.option("--mm-per-unit", default=100.0, show_default=True, help="Scale of published .npy arrays.")
-@click.option("--validation-fraction", default=0.1, show_default=True, help="Held-out fraction of subjects (or of groups for one subject).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the random grouping and of the split.")
-@click.option("--holdout-bundle", "holdout_bundles", multiple=True, help="Hold out every group of this bundle (repeatable): validation only, for generalisation.")
+@click.option("--mm-per-unit", type=FiniteFloat(min=0, min_open=True), default=100.0, show_default=True, help="Scale of published .npy arrays.")
+@click.option("--validation-fraction", type=FiniteFloat(0, 1, max_open=True), default=0.1, show_default=True, help="Held-out fraction of subjects (or of groups for one subject).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random grouping and of the split.")
+@click.option("--holdout-bundle", "holdout_bundles", multiple=True, callback=known_bundles, help="Hold out every group of this bundle (repeatable): validation only, for generalisation.")
 @force_option
 def prepare(
     sources, output, reference, n_points, group_size, grouping, orient, order, normalization,

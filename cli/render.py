@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tractvq.cli.options import force_option, reference_option
+from tractvq.cli.options import FiniteFloat, force_option, reference_option
 
 # The choices of tractvq.viz.camera.VIEWS and tractvq.viz.render.COLOURINGS, written out so
 # that --help does not import the library (a test checks they agree).
@@ -45,7 +45,7 @@ def check_background(background: str) -> None:
 @click.option("--size", type=(int, int), default=(400, 400), show_default=True, metavar="W H", help="Pixels of one panel.")
 @background_option
 @click.option("--title", "titles", multiple=True, help="Panel titles, one per input in order (default: file names).")
-@click.option("--error-max", type=float, default=None,
+@click.option("--error-max", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Top of the error colour scale in mm (default: the 98th percentile of the errors).")
 @click.option("--interactive", is_flag=True, help="Also open a FURY window (needs a display).")
 @click.option("--model", "-m", default=None, help="Decoder of codes files (default: the model they name).")
@@ -73,8 +73,6 @@ def render(original, reconstructions, output, bundle, overlay, colouring, view, 
         raise click.UsageError(f"--title given {len(titles)} times for {1 + len(reconstructions)} inputs")
     if colouring == "error" and not reconstructions:
         raise click.UsageError("--color error needs a reconstruction (RECON) to compare with INPUT")
-    if error_max is not None and not error_max > 0:
-        raise click.BadParameter(f"must be > 0, got {error_max}", param_hint="--error-max")
     check_panel_size(size)
     if output is not None:
         check_image_path(output, force=force)

@@ -6,7 +6,9 @@ import os
 import sys
 
 import click
-from tractvq.cli.options import force_option, key_values
+from tractvq.cli.options import (
+    CHANNELS, CODEBOOK_SIZE, COUNT, PROCESSES, SEED, Device, FiniteFloat, force_option, key_values, model_options,
+)
 
 # Training options (TrainConfig field, click option) that a resumed run takes from the
 # command line only when given there.
@@ -21,28 +23,28 @@ _TRAIN_FIELDS = {
 @click.command()
 @click.argument("cache", type=click.Path())
 @click.option("--output", "-o", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder (checkpoints, metrics, curves, model).")
-@click.option("--preset", type=click.Choice(["paper", "compact", "compact-grid"]), default="compact", show_default=True, help="Architecture.")
+@click.option("--preset", type=click.Choice(["paper", "compact", "basis", "compact-grid"]), default="compact", show_default=True, help="Architecture.")
 @click.option("--bottleneck", default="vqdiff", show_default=True, help="Quantizer name (see `tractvq quantizers`).")
 @click.option("--option", "bottleneck_options", multiple=True, callback=key_values, metavar="KEY=VALUE", help="Bottleneck option (repeatable); VALUE is parsed as JSON when it can be.")
-@click.option("--codebook-size", type=int, default=None, help="Number of codes K (default: the preset's).")
-@click.option("--latent-dim", type=int, default=None, help="Latent dims D (default: the preset's).")
-@click.option("--model-option", "model_options", multiple=True, callback=key_values, metavar="KEY=VALUE", help="Any other ModelConfig field, e.g. channels=[16,32,64] (repeatable).")
-@click.option("--steps", default=10_000, show_default=True, help="Optimizer steps in all.")
-@click.option("--batch", default=64, show_default=True, help="Groups per step, over all processes.")
-@click.option("--lr", default=2e-4, show_default=True, help="Peak learning rate (AdamW).")
+@click.option("--codebook-size", type=CODEBOOK_SIZE, default=None, help="Number of codes K (default: the preset's).")
+@click.option("--latent-dim", type=CHANNELS, default=None, help="Latent dims D (default: the preset's).")
+@click.option("--model-option", "model_options", multiple=True, callback=model_options, metavar="KEY=VALUE", help="A ModelConfig size or the layout, e.g. channels=[16,32,64] (repeatable).")
+@click.option("--steps", type=COUNT, default=10_000, show_default=True, help="Optimizer steps in all.")
+@click.option("--batch", type=COUNT, default=64, show_default=True, help="Groups per step, over all processes.")
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=2e-4, show_default=True, help="Peak learning rate (AdamW).")
 @click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True, help="Learning-rate schedule after the warm-up.")
-@click.option("--warmup", default=0, show_default=True, help="Linear warm-up steps.")
-@click.option("--weight-decay", default=0.0, show_default=True, help="AdamW weight decay.")
-@click.option("--grad-clip", type=float, default=None, help="Clip the gradient norm to this value.")
-@click.option("--seed", default=0, show_default=True, help="Seed of weights, batches, augmentation and quantizer noise.")
-@click.option("--validate-every", default=500, show_default=True, help="Validate every this many steps.")
-@click.option("--checkpoint-every", default=1000, show_default=True, help="Write checkpoint.pt every this many steps.")
+@click.option("--warmup", type=click.IntRange(min=0), default=0, show_default=True, help="Linear warm-up steps.")
+@click.option("--weight-decay", type=FiniteFloat(min=0), default=0.0, show_default=True, help="AdamW weight decay.")
+@click.option("--grad-clip", type=FiniteFloat(min=0, min_open=True), default=None, help="Clip the gradient norm to this value.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of weights, batches, augmentation and quantizer noise.")
+@click.option("--validate-every", type=COUNT, default=500, show_default=True, help="Validate every this many steps.")
+@click.option("--checkpoint-every", type=COUNT, default=1000, show_default=True, help="Write checkpoint.pt every this many steps.")
 @click.option("--augment/--no-augment", default=False, show_default=True, help="Augment training groups (see --rotation, --translation, --dropout).")
-@click.option("--rotation", default=5.0, show_default=True, help="With --augment: largest rotation in degrees.")
-@click.option("--translation", default=2.0, show_default=True, help="With --augment: largest shift per axis in mm (global normalisation only).")
-@click.option("--dropout", default=0.1, show_default=True, help="With --augment: probability of replacing a streamline by its kept neighbour.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where to train.")
-@click.option("--threads", type=int, default=None, help="CPU threads of torch (default: torch's).")
+@click.option("--rotation", type=FiniteFloat(0, 180), default=5.0, show_default=True, help="With --augment: largest rotation in degrees.")
+@click.option("--translation", type=FiniteFloat(min=0), default=2.0, show_default=True, help="With --augment: largest shift per axis in mm (global normalisation only).")
+@click.option("--dropout", type=FiniteFloat(0, 1, max_open=True), default=0.1, show_default=True, help="With --augment: probability of replacing a streamline by its kept neighbour.")
+@click.option("--device", type=Device(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where to train.")
+@click.option("--threads", type=PROCESSES, default=None, help="CPU threads of torch (default: torch's).")
 @click.option("--compile/--no-compile", "compile_model", default=False, show_default=True, help="torch.compile the training forward (slow start, faster steps).")
 @click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its checkpoint.")
 @force_option

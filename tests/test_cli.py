@@ -80,4 +80,4 @@ def test_prepare_writes_a_cache_and_needs_force_to_replace_it(runner, sample_roo
 
 def test_prepare_rejects_bad_option_values(runner, sample_root, tmp_path):
     result = runner.invoke(cli, ["prepare", str(sample_root), "-o", str(tmp_path / "c"), "--points", "1"])
-    assert result.exit_code == 2 and "n_points must be an integer >= 2, got 1" in result.stderr
+    assert result.exit_code == 2 and "Invalid value for '--points': 1 is not in the range 2<=x<=4096." in result.stderr

@@ -61,8 +61,8 @@ def test_train_writes_a_run_then_resumes_it_with_more_steps(runner, cache, tmp_p
     [
         (["--option", "temperature"], "expected KEY=VALUE, got 'temperature'"),
         (["--bottleneck", "kmeans"], "unknown bottleneck 'kmeans'; choose one of: identity"),
-        (["--option", "colour=1"], "takes no option 'colour'"),
-        (["--steps", "0"], "steps must be an integer >= 1, got 0"),
+        (["--option", "colour=1", "--batch", "4"], "takes no option 'colour'"),
+        (["--steps", "0"], "Invalid value for '--steps': 0 is not in the range x>=1."),
         (["--resume", "--force"], "give --resume or --force, not both"),
     ],
 )

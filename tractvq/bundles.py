@@ -39,7 +39,7 @@ from dipy.tracking.streamline import length as streamline_length
 from dipy.tracking.streamline import set_number_of_points
 
 from tractvq.errors import TractogramError
-from tractvq.io import SpaceAttributes, make_tractogram
+from tractvq.io import SpaceAttributes, check_space_attributes, make_tractogram
 from tractvq.outputs import atomic_output
 
 __all__ = [
@@ -679,34 +679,39 @@ class GroupedBundles:
         Raises
         ------
         TractogramError
-            Naming ``path``, if arrays are missing or inconsistent.
+            Naming ``path``, if arrays are missing, of the wrong type or inconsistent.
         """
-        try:
-            description = json.loads(str(arrays["grouping"]))
-            sources = [
-                BundleSource(
-                    subject=entry["subject"],
-                    name=entry["name"],
-                    path=entry["path"],
-                    n_streamlines=entry["n_streamlines"],
-                    space_attributes=(affine, dimensions, voxel_sizes, entry["voxel_order"]),
-                )
-                for entry, affine, dimensions, voxel_sizes in zip(
-                    description["sources"], arrays["affines"], arrays["dimensions"], arrays["voxel_sizes"]
-                )
-            ]
-            data = (
-                arrays["data"]
-                if "data" in arrays
-                else np.broadcast_to(np.float32(np.nan), tuple(description["shape"]))
+        description = _read_description(arrays, path)
+        spaces = [
+            check_space_attributes(path, (affine, dimensions, voxel_sizes, entry["voxel_order"]))
+            for entry, affine, dimensions, voxel_sizes in zip(
+                description["sources"], _array(arrays, "affines", "f", 3, path),
+                _array(arrays, "dimensions", "iu", 2, path), _array(arrays, "voxel_sizes", "f", 2, path),
             )
+        ]
+        if not len(spaces) == len(arrays["dimensions"]) == len(arrays["voxel_sizes"]) == len(description["sources"]):
+            raise TractogramError(path, "the number of references differs from the number of bundles")
+        sources = [
+            BundleSource(entry["subject"], entry["name"], entry["path"], entry["n_streamlines"], space)
+            for entry, space in zip(description["sources"], spaces)
+        ]
+        if "data" in arrays:
+            data = _array(arrays, "data", "f", 4, path)
+        else:
+            data = np.broadcast_to(np.float32(np.nan), description["shape"])
+        try:
             grouped = cls(
                 data=data,
-                **{name: arrays[name] for name in ("bundle_index", "streamline_index", "mask", "flipped", "offset", "scale")},
+                bundle_index=_array(arrays, "bundle_index", "iu", 1, path).astype(np.int64),
+                streamline_index=_array(arrays, "streamline_index", "iu", 2, path).astype(np.int64),
+                mask=_array(arrays, "mask", "b", 2, path),
+                flipped=_array(arrays, "flipped", "b", 2, path),
+                offset=_array(arrays, "offset", "f", 2, path).astype(np.float64),
+                scale=_array(arrays, "scale", "f", 1, path).astype(np.float64),
                 sources=sources,
                 settings=GroupingSettings(**description["settings"]),
             )
-        except (KeyError, TypeError, ValueError) as error:
+        except (TypeError, ValueError) as error:
             raise TractogramError(path, f"not a tractvq groups description ({error})") from error
         grouped.validate(path)
         return grouped
@@ -725,8 +730,8 @@ class GroupedBundles:
         -------
         pathlib.Path
         """
-        with atomic_output(path, force=force) as temporary:
-            np.savez(temporary, **self.to_arrays())
+        with atomic_output(path, force=force, suffix=".npz") as temporary, open(temporary, "wb") as handle:
+            np.savez(handle, **self.to_arrays())  # a handle: np.savez appends .npz to other names
         return Path(path)
 
     @classmethod
@@ -771,10 +776,62 @@ class GroupedBundles:
         for name, shape in expected.items():
             if getattr(self, name).shape != shape:
                 raise TractogramError(path, f"{name} has shape {getattr(self, name).shape}, expected {shape}")
+        if not (np.all(np.isfinite(self.offset)) and np.all(np.isfinite(self.scale)) and np.all(self.scale > 0)):
+            raise TractogramError(path, "the normalisation (offset, scale) must be finite with scale > 0")
+        if n_groups and not 0 <= self.bundle_index.min() <= self.bundle_index.max() < len(self.sources):
+            raise TractogramError(path, f"bundle_index must be in 0..{len(self.sources) - 1}")
+        counts_of = np.array([source.n_streamlines for source in self.sources], dtype=np.int64)
+        bounds = counts_of[self.bundle_index][:, None] if n_groups else np.zeros((0, 1), np.int64)
+        if np.any((self.streamline_index < 0) | (self.streamline_index >= bounds)):
+            raise TractogramError(path, "streamline_index points past its bundle's streamlines")
         for index, source in enumerate(self.sources):
             rows = (self.bundle_index[:, None] == index) & self.mask
-            counts = np.bincount(self.streamline_index[rows], minlength=source.n_streamlines)
-            if len(counts) != source.n_streamlines or not np.all(counts == 1):
+            if rows.sum() != source.n_streamlines or not np.all(
+                np.bincount(self.streamline_index[rows], minlength=source.n_streamlines) == 1
+            ):
                 raise TractogramError(
                     path, f"bundle {source.name!r}: not every streamline has exactly one row"
                 )
+
+
+def _read_description(arrays, path) -> dict:
+    """The ``grouping`` member: settings, shape and sources, every field of the right type."""
+    if "grouping" not in arrays:
+        raise TractogramError(path, "not a tractvq groups description (no 'grouping' array)")
+    text = arrays["grouping"]
+    try:
+        description = json.loads(str(text)) if text.dtype.kind == "U" and text.ndim == 0 else None
+    except ValueError:
+        description = None
+    if not (
+        isinstance(description, dict)
+        and isinstance(description.get("settings"), dict)
+        and isinstance(description.get("sources"), list)
+        and isinstance(description.get("shape"), list)
+        and len(description["shape"]) == 4
+        and all(_is_count(value) for value in description["shape"])
+    ):
+        raise TractogramError(path, "not a tractvq groups description (bad 'grouping' JSON)")
+    fields = {"subject": str, "name": str, "path": str, "voxel_order": str}
+    for entry in description["sources"]:
+        if not (
+            isinstance(entry, dict)
+            and all(isinstance(entry.get(key), kind) for key, kind in fields.items())
+            and _is_count(entry.get("n_streamlines"))
+        ):
+            raise TractogramError(path, f"bad bundle description in 'grouping': {str(entry)[:80]}")
+    return description
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _array(arrays, name: str, kinds: str, ndim: int, path) -> np.ndarray:
+    """``arrays[name]`` if its dtype kind is one of ``kinds`` and it has ``ndim`` axes."""
+    if name not in arrays:
+        raise TractogramError(path, f"not a tractvq groups description (no {name!r} array)")
+    array = arrays[name]
+    if array.dtype.kind not in kinds or array.ndim != ndim:
+        raise TractogramError(path, f"{name} has dtype {array.dtype} and {array.ndim} axes, expected {ndim} axes")
+    return array

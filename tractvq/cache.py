@@ -26,14 +26,16 @@ from tqdm.auto import tqdm
 
 from tractvq import __version__
 from tractvq.bundles import GroupedBundles, GroupingSettings, coordinate_range, group, resample
-from tractvq.errors import TractogramError
+from tractvq.errors import OutputError, TractogramError
 from tractvq.io import ARRAY_MM_PER_UNIT, find_tractograms, read_record
-from tractvq.outputs import atomic_output, check_output
+from tractvq.outputs import atomic_output, check_output, output_error
 
 __all__ = ["TrainingCache", "prepare", "load_cache", "split_groups"]
 
 _CACHE_FORMAT = "tractvq-cache"
 _CACHE_VERSION = 1
+#: What :func:`prepare` writes, all a cache folder holds.
+_CACHE_FILES = ("groups.npz", "labels.npz", "manifest.json")
 
 
 @dataclass
@@ -144,7 +146,9 @@ def prepare(
         Bundles held out whole (every group of them is validation, for generalisation to
         unseen bundles); the other groups are split as above.
     force : bool, optional
-        Replace an existing cache.
+        Replace an existing cache, whole: a folder holding nothing but a cache's files, or
+        an empty one. Any other folder is refused, so that no file prepare did not write is
+        deleted.
     progress : bool, optional
         Show a progress bar.
 
@@ -159,9 +163,11 @@ def prepare(
         If a source cannot be found or read, or holds unusable streamlines; nothing is
         written then.
     OutputError
-        If ``output`` exists and ``force`` is false, or cannot be written.
+        If ``output`` exists and ``force`` is false, exists and is not a cache, or cannot
+        be written.
     """
-    check_output(output, force=force)
+    check_output(output, force=force, directory=True)
+    _check_replaceable(Path(output))
     if not 0 <= validation_fraction < 1:
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
     records = find_tractograms(*sources)
@@ -175,11 +181,12 @@ def prepare(
     if settings.normalization == "global" and settings.minimum is None:
         ranges = [
             coordinate_range(resample(read_record(record, reference, mm_per_unit=mm_per_unit), settings.n_points, source=record.path))
-            for record in tqdm(records, desc="range", unit="file", disable=not progress)
+            for record in tqdm(records, desc="range", unit="file", leave=False, disable=not progress)
         ]
         settings = replace(settings, minimum=min(r[0] for r in ranges), maximum=max(r[1] for r in ranges))
     parts = []
-    for record in tqdm(records, desc="grouping", unit="file", disable=not progress):
+    # leave=False: a bar an error ends is erased, so the error is the only line shown.
+    for record in tqdm(records, desc="grouping", unit="file", leave=False, disable=not progress):
         tractogram = read_record(record, reference, mm_per_unit=mm_per_unit)
         parts.append(group(tractogram, settings, subject=record.subject, name=record.bundle, path=record.path))
     groups = GroupedBundles.concatenate(parts)
@@ -217,6 +224,30 @@ def prepare(
         )
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return Path(output)
+
+
+def _check_replaceable(output: Path) -> None:
+    """Refuse an existing folder that is neither empty nor a tractvq cache (see ``force``
+    in :func:`prepare`)."""
+    if not output.is_dir():
+        return
+    try:
+        names = set(os.listdir(output))
+    except OSError as error:
+        raise output_error(output, error) from error
+    if names and not (names <= set(_CACHE_FILES) and _manifest_format(output) == _CACHE_FORMAT):
+        raise OutputError(
+            output, "is not a tractvq cache (it holds other files); refusing to replace it, even with --force"
+        )
+
+
+def _manifest_format(folder: Path) -> str | None:
+    """The ``format`` recorded in ``folder/manifest.json``; None if there is none."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest.get("format") if isinstance(manifest, dict) else None
 
 
 def load_cache(path: str | os.PathLike) -> TrainingCache:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+import zipfile
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +95,8 @@ class Codes:
     index_bits : int or None
         Bits of one stored index, ``ceil(log2 K)`` of the model (None: the fewest bits
         that hold the largest index).
+    path : pathlib.Path or None
+        The file the codes were read from (None when made in memory), named in errors.
     """
 
     layout: GroupedBundles
@@ -100,6 +104,7 @@ class Codes:
     latents: np.ndarray | None
     model: dict
     index_bits: int | None = None
+    path: Path | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if (self.indices is None) == (self.latents is None):
@@ -129,12 +134,19 @@ class Codes:
         Parameters
         ----------
         path : str or os.PathLike
+            Its name must end in ``.npz``.
         force : bool, optional
             Replace an existing file.
 
         Returns
         -------
         pathlib.Path
+
+        Raises
+        ------
+        OutputError
+            If the name does not end in ``.npz``, the file exists without ``force``, or it
+            cannot be written (see :func:`tractvq.outputs.atomic_output`).
         """
         metadata = {
             "format": CODES_FORMAT,
@@ -148,9 +160,9 @@ class Codes:
             stored = {"packed_indices": pack_indices(self.indices, self.bits)}
         else:
             stored = {"latents": self.latents}
-        with atomic_output(path, force=force) as temporary:
+        with atomic_output(path, force=force, suffix=".npz") as temporary, open(temporary, "wb") as handle:
             np.savez(
-                temporary,
+                handle,  # a file object: given a name, np.savez writes elsewhere unless it ends in .npz
                 metadata=np.array(json.dumps(metadata)),
                 **stored,
                 **self.layout.to_arrays(with_data=False),
@@ -159,34 +171,164 @@ class Codes:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Codes:
-        """Read a codes file.
+        """Read a codes file, checking every member before it is used.
+
+        The members' declared sizes are checked against the archive before anything is
+        read, and every array's type, shape and values against the metadata and the
+        layout (:meth:`GroupedBundles.from_arrays`); :func:`tractvq.encoding.decode` then
+        checks the codes against the model.
 
         Raises
         ------
         TractogramError
-            If the file is missing, not a tractvq codes file, of a newer format, or
-            inconsistent.
+            If the file is missing, not a tractvq codes file, of a newer format, damaged
+            or inconsistent.
         """
         path = Path(path)
         if not path.is_file():
             raise TractogramError(path, "no such file")
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
-            metadata = json.loads(str(arrays["metadata"]))
-        except (KeyError, ValueError, OSError, EOFError) as error:
-            raise TractogramError(path, f"not a tractvq codes file ({error})") from error
-        if metadata.get("format") != CODES_FORMAT:
-            raise TractogramError(path, f"not a tractvq codes file (format {metadata.get('format')!r})")
-        if metadata.get("format_version", 0) > CODES_FORMAT_VERSION:
-            raise TractogramError(
-                path, f"codes format {metadata['format_version']} is newer than this tractvq reads; update tractvq"
-            )
+        arrays = read_npz(path, "tractvq codes file")
+        metadata = _read_metadata(path, arrays)
         layout = GroupedBundles.from_arrays(arrays, path)
-        try:
-            indices, bits = arrays.get("indices"), metadata.get("index_bits")
-            if "packed_indices" in arrays:
-                indices = unpack_indices(arrays["packed_indices"], int(bits), tuple(metadata["index_shape"]))
-            return cls(layout, indices, arrays.get("latents"), metadata["model"], bits)
-        except (KeyError, TypeError, ValueError) as error:
-            raise TractogramError(path, f"inconsistent codes file ({error})") from error
+        stored = metadata["stored"]
+        if stored == "latents":
+            latents = _member(path, arrays, "latents")
+            if latents.dtype != np.float32 or latents.ndim != 4 or len(latents) != len(layout):
+                raise TractogramError(
+                    path, f"latents must be float32 of shape ({len(layout)}, h, w, D), got {latents.dtype} {latents.shape}"
+                )
+            if not np.all(np.isfinite(latents)):
+                raise TractogramError(path, "latents hold non-finite values")
+            return cls(layout, None, latents, metadata["model"], None, path)
+        bits, shape = metadata["index_bits"], tuple(metadata["index_shape"])
+        if "indices" not in arrays:
+            packed = _member(path, arrays, "packed_indices")
+            expected = (len(layout), math.ceil(math.prod(shape) * bits / 8))
+            if packed.dtype != np.uint8 or packed.shape != expected:
+                raise TractogramError(
+                    path, f"packed_indices must be uint8 of shape {expected}, got {packed.dtype} {packed.shape}"
+                )
+            indices = unpack_indices(packed, bits, shape)
+        else:  # format version 1
+            indices = _member(path, arrays, "indices")
+            if indices.dtype.kind not in "ui" or indices.shape != (len(layout), *shape):
+                raise TractogramError(
+                    path, f"indices must be integers of shape {(len(layout), *shape)}, got {indices.dtype} {indices.shape}"
+                )
+            if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= 1 << (bits or 64)):
+                raise TractogramError(path, f"indices must be in 0..{(1 << (bits or 64)) - 1}")
+            indices = indices.astype(index_dtype(1 << (bits or 64)))
+        return cls(layout, indices, None, metadata["model"], bits, path)
+
+
+#: Most bytes an archive member may expand to per byte it takes in the file (zip bombs).
+_MAX_EXPANSION = 16
+
+
+def read_npz(path: Path, kind: str) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` archive, after checking the members' declared sizes.
+
+    Each member's ``.npy`` header is read first: an object array, a size the member cannot
+    hold (e.g. a header announcing 10^12 floats) or an archive that expands far beyond its
+    size on disk is refused before anything is allocated.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The archive.
+    kind : str
+        What the file should be, for messages (``"tractvq codes file"``).
+
+    Returns
+    -------
+    dict of str to ndarray
+
+    Raises
+    ------
+    TractogramError
+        If the file is not a readable ``.npz`` archive (truncated, bad CRC, ...) or a member
+        is refused.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if sum(member.file_size for member in members) > _MAX_EXPANSION * max(path.stat().st_size, 1 << 20):
+                raise TractogramError(path, f"not a {kind} (its members expand far beyond the file)")
+            for member in members:
+                _check_member_header(path, archive, member, kind)
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except TractogramError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError, MemoryError) as error:
+        raise TractogramError(path, f"not a {kind} or damaged ({type(error).__name__}: {error})") from error
+
+
+def _check_member_header(path: Path, archive: zipfile.ZipFile, member: zipfile.ZipInfo, kind: str) -> None:
+    if not member.filename.endswith(".npy"):
+        raise TractogramError(path, f"not a {kind} (member {member.filename!r} is not an array)")
+    with archive.open(member) as stream:
+        version = np.lib.format.read_magic(stream)
+        if version not in ((1, 0), (2, 0)):
+            raise TractogramError(path, f"member {member.filename!r} has .npy format {version}, not 1.0 or 2.0")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(stream, max_header_size=10_000)
+    if dtype.hasobject:
+        raise TractogramError(path, f"member {member.filename!r} holds Python objects; refused")
+    if math.prod(shape) * dtype.itemsize > member.file_size:
+        raise TractogramError(
+            path, f"member {member.filename!r} announces an array of shape {shape} that it does not hold"
+        )
+
+
+def _member(path: Path, arrays: dict, name: str) -> np.ndarray:
+    if name not in arrays:
+        raise TractogramError(path, f"not a tractvq codes file (no {name!r} array)")
+    return arrays[name]
+
+
+def _read_metadata(path: Path, arrays: dict) -> dict:
+    """The ``metadata`` member as a dict whose every field has the right type."""
+    text = _member(path, arrays, "metadata")
+    if text.dtype.kind != "U" or text.ndim != 0:
+        raise TractogramError(path, "not a tractvq codes file (metadata is not a JSON string)")
+    try:
+        metadata = json.loads(str(text))
+    except ValueError as error:
+        raise TractogramError(path, f"not a tractvq codes file (metadata: {error})") from error
+    if not isinstance(metadata, dict):
+        raise TractogramError(path, "not a tractvq codes file (metadata is not a JSON object)")
+    if metadata.get("format") != CODES_FORMAT:
+        raise TractogramError(path, f"not a tractvq codes file (format {metadata.get('format')!r})")
+    version = metadata.get("format_version")
+    if not _is_integer(version) or version < 1:
+        raise TractogramError(path, f"bad codes format version {version!r}")
+    if version > CODES_FORMAT_VERSION:
+        raise TractogramError(path, f"codes format {version} is newer than this tractvq reads; update tractvq")
+    model = metadata.get("model")
+    if not (
+        isinstance(model, dict)
+        and isinstance(model.get("fingerprint"), str)
+        and isinstance(model.get("config"), dict)
+        and isinstance(model.get("source", ""), str)
+    ):
+        raise TractogramError(path, "metadata 'model' must hold a fingerprint, a config and a source")
+    stored = metadata.get("stored") or ("latents" if "latents" in arrays else "indices")  # absent in version 1
+    if stored not in ("indices", "latents"):
+        raise TractogramError(path, f"metadata 'stored' must be 'indices' or 'latents', got {stored!r}")
+    metadata["stored"] = stored
+    if stored == "indices":
+        bits, shape = metadata.get("index_bits"), metadata.get("index_shape")
+        unpacked = "indices" in arrays  # format version 1: may not record its bits
+        if not (bits is None and unpacked) and not (_is_integer(bits) and 1 <= bits <= 64):
+            raise TractogramError(path, f"metadata 'index_bits' must be an integer in 1..64, got {bits!r}")
+        if unpacked and shape is None:
+            shape = list(arrays["indices"].shape[1:])
+        if not (isinstance(shape, list) and len(shape) == 2 and all(_is_integer(n) and n >= 1 for n in shape)):
+            raise TractogramError(path, f"metadata 'index_shape' must be two positive integers, got {shape!r}")
+        metadata["index_bits"], metadata["index_shape"] = bits, shape
+    return metadata
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

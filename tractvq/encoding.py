@@ -27,11 +27,13 @@ from tqdm.auto import tqdm
 from tractvq import io
 from tractvq.bundles import BundleSource, GroupedBundles, group
 from tractvq.codes import Codes, index_dtype
-from tractvq.errors import ModelError, OutputError
+from tractvq.errors import ModelError, OutputError, TractogramError
 from tractvq.models.autoencoder import BundleAutoencoder
 from tractvq.models.checkpoint import load_model as read_model_file
 from tractvq.models.checkpoint import model_fingerprint
-from tractvq.outputs import atomic_output
+from tractvq.outputs import (
+    atomic_output, check_folder, check_inside, check_output, check_overwrite, merged_output,
+)
 from tractvq.weights import PACKAGED_MODELS, packaged_model_path
 
 __all__ = [
@@ -70,10 +72,15 @@ def resolve_model(model: ModelLike = None) -> tuple[BundleAutoencoder, str]:
     Raises
     ------
     ModelError
-        If the name is not shipped in this installation or the file is not a model.
+        If ``model`` is of another type, the name is not shipped in this installation or the
+        file is not a model.
     """
     if isinstance(model, BundleAutoencoder):
         return model.eval(), ""
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise ModelError(
+            None, f"a model is a shipped name, a checkpoint file or a BundleAutoencoder, got a {type(model).__name__}"
+        )
     name = "default" if model is None else os.fspath(model)
     if name in PACKAGED_MODELS:
         path = packaged_model_path(name)
@@ -160,9 +167,22 @@ def group_for_model(
     parts = [
         group(io.read_record(record, reference, mm_per_unit=mm_per_unit), settings,
               subject=record.subject, name=record.bundle, path=record.path)
-        for record in tqdm(records, desc="reading", unit="file", disable=not progress)
+        for record in tqdm(records, desc="reading", unit="file", leave=False, disable=not progress)
     ]
     return GroupedBundles.concatenate(parts)
+
+
+def _input_paths(inputs) -> list:
+    """``inputs`` as a non-empty list of paths (one path is taken for a list of one)."""
+    if isinstance(inputs, (str, os.PathLike)):
+        return [inputs]
+    inputs = list(inputs)
+    if not inputs:
+        raise TractogramError(None, "no inputs: give a tractogram, a folder of them or a dataset")
+    for item in inputs:
+        if not isinstance(item, (str, os.PathLike)):
+            raise TractogramError(None, f"an input is a path, got a {type(item).__name__}")
+    return inputs
 
 
 def _batches(count: int, batch_size: int):
@@ -195,7 +215,7 @@ def encode_groups(
     model = model.eval().to(device, memory_format=torch.channels_last)
     outputs = []
     with torch.inference_mode():
-        for batch in tqdm(_batches(len(data), batch_size), desc="encoding", unit="batch", disable=not progress):
+        for batch in tqdm(_batches(len(data), batch_size), desc="encoding", unit="batch", leave=False, disable=not progress):
             groups = torch.from_numpy(np.ascontiguousarray(data[batch])).to(device)
             output = model.encode(groups.contiguous(memory_format=torch.channels_last))
             kept = output.indices if model.discrete else output.quantized
@@ -214,7 +234,7 @@ def decode_codes(
     stored = codes.indices if codes.indices is not None else codes.latents
     decoded = []
     with torch.inference_mode():
-        for batch in tqdm(_batches(len(stored), batch_size), desc="decoding", unit="batch", disable=not progress):
+        for batch in tqdm(_batches(len(stored), batch_size), desc="decoding", unit="batch", leave=False, disable=not progress):
             values = torch.from_numpy(np.ascontiguousarray(stored[batch])).to(device)
             groups = model.decode_indices(values.long()) if codes.indices is not None else model.decode(values)
             decoded.append(groups.float().cpu().numpy())
@@ -222,7 +242,7 @@ def decode_codes(
 
 
 def encode(
-    inputs: Sequence[str | os.PathLike],
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
     model: ModelLike = None,
     *,
     reference: str | os.PathLike | None = None,
@@ -237,8 +257,8 @@ def encode(
 
     Parameters
     ----------
-    inputs : sequence of str or os.PathLike
-        See :func:`tractvq.io.find_tractograms`.
+    inputs : str or os.PathLike or sequence of them
+        One path or several, see :func:`tractvq.io.find_tractograms`.
     model : BundleAutoencoder or str or os.PathLike or None, optional
         See :func:`resolve_model`; default: the shipped default model.
     reference, coordinate_range, normalization, mm_per_unit
@@ -257,7 +277,7 @@ def encode(
     """
     model, source = resolve_model(model)
     layout = group_for_model(
-        io.find_tractograms(*inputs), model, reference=reference, coordinate_range=coordinate_range,
+        io.find_tractograms(*_input_paths(inputs)), model, reference=reference, coordinate_range=coordinate_range,
         normalization=normalization, mm_per_unit=mm_per_unit, progress=progress,
     )
     indices, latents = encode_groups(model, layout.data, batch_size=batch_size, device=device, progress=progress)
@@ -267,11 +287,11 @@ def encode(
 
 
 def _model_for_codes(codes: Codes, model: ModelLike) -> BundleAutoencoder:
-    """The model given (checked against the codes), else the one the codes name."""
+    """The model given, else the one the codes name; checked against the codes."""
     if model is None:
         source = codes.model.get("source") or None
         if source is None:
-            raise ModelError(None, "these codes do not say where their model is: give it with -m")
+            raise ModelError(codes.path, "these codes do not say where their model is: give it with -m")
         model = source
     resolved, source = resolve_model(model)
     fingerprint = model_fingerprint(resolved)
@@ -281,7 +301,33 @@ def _model_for_codes(codes: Codes, model: ModelLike) -> BundleAutoencoder:
             f"is not the model these codes were made with (model {fingerprint}, codes made by"
             f" {codes.model.get('fingerprint')} from {codes.model.get('source') or 'an in-memory model'})",
         )
+    _check_codes_fit(codes, resolved)
     return resolved
+
+
+def _check_codes_fit(codes: Codes, model: BundleAutoencoder) -> None:
+    """Raise TractogramError naming the codes file unless its codes and layout are what
+    ``model`` decodes: group shape, latent shape, index bits and range."""
+    if codes.layout.data.shape[1:] != model.input_shape:
+        raise TractogramError(
+            codes.path, f"groups of shape {codes.layout.data.shape[1:]} do not fit the model's {model.input_shape}"
+        )
+    if codes.latents is not None:
+        if model.discrete or codes.latents.shape[1:] != model.latent_shape:
+            raise TractogramError(
+                codes.path, f"latents of shape {codes.latents.shape[1:]} do not fit the model's {model.latent_shape}"
+            )
+        return
+    if not model.discrete or codes.indices.shape[1:] != model.latent_shape[:2]:
+        raise TractogramError(codes.path, f"indices of shape {codes.indices.shape[1:]} do not fit the model")
+    if codes.index_bits is not None and codes.index_bits != model.bits_per_index:
+        raise TractogramError(
+            codes.path, f"indices stored with {codes.index_bits} bits, the model's take {model.bits_per_index}"
+        )
+    if codes.indices.size and int(codes.indices.max()) >= model.quantizer.codebook_size:
+        raise TractogramError(
+            codes.path, f"index {int(codes.indices.max())} is not below the codebook size {model.quantizer.codebook_size}"
+        )
 
 
 def decode(
@@ -307,14 +353,22 @@ def decode(
     ------
     ModelError
         If the model is not the one the codes were made with, or cannot be found.
+    TractogramError
+        If the codes do not fit the model, or decode to coordinates that are not finite or
+        beyond :data:`tractvq.io.MAX_COORDINATE_MM` (nothing is returned to write).
     """
     model = _model_for_codes(codes, model)
     decoded = decode_codes(model, codes, batch_size=batch_size, device=device, progress=progress)
-    return codes.layout.to_tractograms(decoded)
+    tractograms = codes.layout.to_tractograms(decoded)
+    for tractogram in tractograms:
+        points = tractogram.streamlines.get_data()
+        if not np.all(np.isfinite(points)) or (points.size and np.abs(points).max() > io.MAX_COORDINATE_MM):
+            raise TractogramError(codes.path, "decodes to coordinates that are not finite or not in millimetres")
+    return tractograms
 
 
 def reconstruct(
-    inputs: Sequence[str | os.PathLike],
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
     model: ModelLike = None,
     *,
     reference: str | os.PathLike | None = None,
@@ -341,7 +395,7 @@ def reconstruct(
     """
     model, _ = resolve_model(model)
     groups = group_for_model(
-        io.find_tractograms(*inputs), model, reference=reference, coordinate_range=coordinate_range,
+        io.find_tractograms(*_input_paths(inputs)), model, reference=reference, coordinate_range=coordinate_range,
         normalization=normalization, mm_per_unit=mm_per_unit, progress=progress,
     )
     with torch.inference_mode():
@@ -353,9 +407,23 @@ def reconstruct(
     return groups, reconstruction
 
 
+#: Longest subject or bundle name part of a decoded file's name (two fit in 255 bytes).
+_MAX_NAME_PART = 100
+
+
+def _name_part(name: str, default: str) -> str:
+    """A subject or bundle name (read from a codes file: data, never a path) as a safe part
+    of a file name: characters other than ASCII letters, digits, ``.``, ``_`` and ``-``
+    become ``_``; leading dots and dashes go (no hidden file, no ``..``, nothing read as an
+    option); at most :data:`_MAX_NAME_PART` characters; ``default`` if nothing is left."""
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in str(name))
+    return safe.lstrip(".-")[:_MAX_NAME_PART] or default
+
+
 def _bundle_path(folder: Path, source: BundleSource, extension: str) -> Path:
-    subject = source.subject or "sub-unknown"
-    return folder / subject / "tractography" / f"{subject}__{source.name}{extension}"
+    """``<folder>/<subject>/tractography/<subject>__<bundle><extension>`` with safe name parts."""
+    subject, bundle = _name_part(source.subject, "sub-unknown"), _name_part(source.name, "bundle")
+    return folder / subject / "tractography" / f"{subject}__{bundle}{extension}"
 
 
 def plan_outputs(
@@ -364,12 +432,17 @@ def plan_outputs(
     """Where decoded bundles go, checked before any work: one file, or a folder in
     TractoInferno layout ``<folder>/<subject>/tractography/<subject>__<bundle><extension>``.
 
+    Subject and bundle names come from the codes file: they are data, never paths. In a
+    folder each becomes a safe file name part (``sub-01``, ``AF_L`` stay as they are; other
+    characters become ``_``, leading dots and dashes go, at most 100 characters), and every
+    file is checked to stay inside the folder, symbolic links followed.
+
     Parameters
     ----------
     sources : sequence of BundleSource
         The bundles (their subjects and names).
     output : str or os.PathLike
-        A tractogram file (one bundle only) or a folder.
+        A tractogram file (one bundle only) or a folder (created with its missing parents).
     force : bool, optional
         Allow replacing existing files.
     extension : str, optional
@@ -384,23 +457,33 @@ def plan_outputs(
     ------
     OutputError
         If several bundles are to go into one file, the extension is unknown, two bundles
-        would share a file, or an output exists without ``force``.
+        would share a file (also once their names are made safe), a file would lie outside
+        the folder, the output cannot be written (see
+        :func:`tractvq.outputs.check_output`, :func:`tractvq.outputs.check_folder`), or a
+        file exists without ``force`` (or is not a regular file).
     """
     output = Path(output)
     if output.suffix.lower() in io.TRACTOGRAM_EXTENSIONS:
         if len(sources) != 1:
             raise OutputError(output, f"{len(sources)} bundles cannot go into one file: give a folder instead")
-        paths = [output]
-    elif output.suffix:
+        return [check_output(output, force=force)]
+    if output.suffix:
         raise OutputError(output, f"unsupported extension {output.suffix!r} (give a tractogram file or a folder)")
-    else:
-        paths = [_bundle_path(output, source, extension) for source in sources]
-    if len(set(paths)) != len(paths):
-        raise OutputError(output, "two bundles have the same subject and name")
-    existing = [path for path in paths if path.exists()]
-    if existing and not force:
-        raise OutputError(existing[0], "already exists; pass force=True (--force) to replace it")
-    return paths
+    check_folder(output)
+    owners: dict[Path, BundleSource] = {}
+    for source in sources:
+        path = _bundle_path(output, source, extension)
+        if path in owners:
+            first = owners[path]
+            raise OutputError(
+                output,
+                f"bundles {first.subject!r} {first.name!r} and {source.subject!r} {source.name!r}"
+                f" would both be written to {path.relative_to(output)}",
+            )
+        owners[path] = source
+        check_inside(path, output)
+        check_overwrite(path, force=force)
+    return list(owners)
 
 
 def write_tractograms(
@@ -411,17 +494,41 @@ def write_tractograms(
     force: bool = False,
     extension: str = ".trk",
 ) -> list[Path]:
-    """Write decoded bundles where :func:`plan_outputs` says, each file atomically.
+    """Write decoded bundles where :func:`plan_outputs` says, all of them or none.
+
+    A folder is written through :func:`tractvq.outputs.merged_output`: a new folder appears
+    whole by one rename; into an existing one the files are moved once all are written, and
+    a failure or Ctrl-C undoes the moves. Files of the folder not written here are never
+    touched.
+
+    Parameters
+    ----------
+    tractograms : sequence of StatefulTractogram
+        One per source, in the same order.
+    sources, output, force, extension
+        See :func:`plan_outputs`.
 
     Returns
     -------
     list of pathlib.Path
         The written files.
+
+    Raises
+    ------
+    OutputError
+        See :func:`plan_outputs`; also if writing fails (no space left, ...): nothing is
+        written then.
     """
     paths = plan_outputs(sources, output, force=force, extension=extension)
-    for tractogram, path in zip(tractograms, paths):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        io.save(tractogram, path, force=force)
+    output = Path(output)
+    if output.suffix:
+        io.save(tractograms[0], output, force=force)
+        return paths
+    with merged_output(output, force=force) as folder:
+        for tractogram, path in zip(tractograms, paths, strict=True):
+            written = folder / path.relative_to(output)
+            written.parent.mkdir(parents=True, exist_ok=True)
+            io.save(tractogram, written)
     return paths
 
 
@@ -442,7 +549,7 @@ def write_arrays(
         raise OutputError(output, f"{len(groups.sources)} bundles cannot go into one .npy file")
     (streamlines,) = groups.to_streamlines(reconstruction)  # (N, P, 3) mm
     array = (streamlines / mm_per_unit).transpose(0, 2, 1).astype(np.float32)
-    with atomic_output(output, force=force) as temporary:
-        np.save(temporary, array)
+    with atomic_output(output, force=force) as temporary, open(temporary, "wb") as handle:
+        np.save(handle, array)  # to the file given: np.save would append .npy to another name
     return Path(output)
 

@@ -309,7 +309,7 @@ def buan_scores(
          float(threshold), tuple(clust_thr), int(seed))
         for start in starts
     ]
-    bar = tqdm(total=count, desc="BUAN", unit="group", disable=not progress)
+    bar = tqdm(total=count, desc="BUAN", unit="group", leave=False, disable=not progress)
     results = []
     if workers == 1:
         for argument in arguments:

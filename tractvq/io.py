@@ -18,11 +18,13 @@ in RASMM space (millimetres, NIfTI voxel-centre origin).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
 import struct
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,7 @@ __all__ = [
     "array_to_tractogram",
     "save",
     "read_space_attributes",
+    "check_space_attributes",
     "make_tractogram",
     "find_tractograms",
     "read_record",
@@ -67,6 +70,9 @@ ARRAY_MM_PER_UNIT = 100.0
 #: that mm = ARRAY_MM_PER_UNIT * units lies inside it.
 _ARRAY_GRID_SIZE = 256
 
+#: Largest coordinate magnitude accepted, in millimetres (a brain spans about 200 mm).
+MAX_COORDINATE_MM = 1e5
+
 _TRACTOINFERNO_NAME = re.compile(r"^(?P<subject>sub-[^_]+)__(?P<bundle>.+)$")
 _READ_ERRORS = (
     nib.spatialimages.HeaderDataError,
@@ -80,6 +86,9 @@ _READ_ERRORS = (
     EOFError,
     struct.error,
     zipfile.BadZipFile,
+    nib.filebasedimages.ImageFileError,
+    np.linalg.LinAlgError,
+    MemoryError,
 )
 
 SpaceAttributes = tuple[np.ndarray, np.ndarray, np.ndarray, str]
@@ -169,10 +178,121 @@ def read_space_attributes(reference: str | os.PathLike) -> SpaceAttributes:
         raise TractogramError(
             path, "a reference must be a NIfTI image (.nii, .nii.gz), a .trk or a .trx file"
         )
+    if name.endswith(".trx"):
+        _check_trx_structure(path)
     try:
-        return get_reference_info(str(path))
+        attributes = get_reference_info(str(path))
     except _READ_ERRORS as error:
-        raise TractogramError(path, f"cannot read the reference ({error})") from error
+        kind = ".nii.gz" if name.endswith(".nii.gz") else _extension(path)
+        raise TractogramError(path, f"cannot read this {kind} file ({type(error).__name__}: {error})") from error
+    return check_space_attributes(path, attributes)
+
+
+def check_space_attributes(path: str | os.PathLike | None, space_attributes) -> SpaceAttributes:
+    """Check a spatial reference: a finite, invertible affine, positive dimensions and
+    voxel sizes, a voxel order of three axis letters.
+
+    Parameters
+    ----------
+    path : str or os.PathLike or None
+        The file it comes from, named in the error.
+    space_attributes : tuple
+        ``(affine, dimensions, voxel_sizes, voxel_order)``.
+
+    Returns
+    -------
+    tuple
+        The same, as arrays ``float64 (4, 4)``, ``int64 (3,)``, ``float64 (3,)`` and a str.
+
+    Raises
+    ------
+    TractogramError
+        Naming ``path`` and what is wrong.
+    """
+    try:
+        affine, dimensions, voxel_sizes, voxel_order = space_attributes
+        affine = np.asarray(affine, dtype=np.float64)
+        dimensions = np.asarray(dimensions, dtype=np.float64)
+        voxel_sizes = np.asarray(voxel_sizes, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise TractogramError(path, f"the spatial reference is not numeric ({error})") from error
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise TractogramError(path, "the spatial reference's affine is not a finite, invertible 4x4 matrix")
+    if dimensions.shape != (3,) or not np.all((dimensions >= 1) & (dimensions <= 1 << 16) & (dimensions % 1 == 0)):
+        raise TractogramError(path, f"the spatial reference's dimensions must be 3 positive integers, got {dimensions}")
+    if voxel_sizes.shape != (3,) or not np.all(np.isfinite(voxel_sizes) & (voxel_sizes > 0)):
+        raise TractogramError(path, f"the spatial reference's voxel sizes must be 3 positive numbers, got {voxel_sizes}")
+    if isinstance(voxel_order, bytes):
+        voxel_order = voxel_order.decode("latin-1")
+    if not (isinstance(voxel_order, str) and len(voxel_order) == 3 and set(voxel_order.upper()) <= set("RLAPSI")):
+        raise TractogramError(path, f"the spatial reference's voxel order must be 3 axis letters, got {voxel_order!r}")
+    return affine, dimensions.astype(np.int64), voxel_sizes, voxel_order
+
+
+def _check_trk_sizes(path: Path) -> None:
+    """Refuse a .trk whose header announces more data than the file holds, before nibabel
+    reads (and allocates for) it; the exact check follows the read."""
+    with open(path, "rb") as handle:
+        try:
+            header = nib.streamlines.TrkFile._read_header(handle)
+        except _READ_ERRORS as error:
+            raise TractogramError(path, f"cannot read this .trk file ({type(error).__name__}: {error})") from error
+    count = int(header[nib.streamlines.Field.NB_STREAMLINES])
+    scalars = int(header[nib.streamlines.Field.NB_SCALARS_PER_POINT])
+    properties = int(header[nib.streamlines.Field.NB_PROPERTIES_PER_STREAMLINE])
+    if count < 0 or scalars < 0 or properties < 0:
+        raise TractogramError(path, "the .trk header has a negative streamline, scalar or property count")
+    if header["hdr_size"] + count * (4 + 4 * properties) > path.stat().st_size:
+        raise TractogramError(
+            path, f"the header announces {count} streamlines with {properties} properties each: more than the file holds"
+        )
+
+
+def _trk_data_size(tractogram: StatefulTractogram, header: dict) -> int:
+    """Bytes of a .trk's streamline data given what was read: counts, points, scalars, properties."""
+    scalars = int(header[nib.streamlines.Field.NB_SCALARS_PER_POINT])
+    properties = int(header[nib.streamlines.Field.NB_PROPERTIES_PER_STREAMLINE])
+    points = len(tractogram.streamlines.get_data())
+    return len(tractogram.streamlines) * (4 + 4 * properties) + points * 4 * (3 + scalars)
+
+
+def _check_trx_structure(path: Path) -> None:
+    """Check a .trx archive's header against its arrays before trx-python maps them:
+    counts, array sizes, and offsets that start at 0, never decrease and stay within the
+    positions."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            header = json.loads(archive.read("header.json"))
+            members = {Path(member.filename).name.split(".")[0]: member for member in archive.infolist()}
+            positions, offsets = members.get("positions"), members.get("offsets")
+            if not (isinstance(header, dict) and positions and offsets):
+                raise TractogramError(path, "not a .trx file (no header, positions or offsets)")
+            vertices, count = header.get("NB_VERTICES"), header.get("NB_STREAMLINES")
+            offset_dtype = np.dtype(offsets.filename.rsplit(".", 1)[1])
+            if not all(isinstance(value, int) and value >= 0 for value in (vertices, count)):
+                raise TractogramError(path, "the .trx header's NB_VERTICES and NB_STREAMLINES must be counts")
+            position_dtype = np.dtype(positions.filename.rsplit(".", 1)[1])
+            if positions.file_size != vertices * 3 * position_dtype.itemsize:
+                raise TractogramError(path, f"the .trx positions do not hold the {vertices} vertices its header announces")
+            if offsets.file_size not in (count * offset_dtype.itemsize, (count + 1) * offset_dtype.itemsize):
+                raise TractogramError(path, f"the .trx offsets do not hold the {count} streamlines its header announces")
+            values = np.frombuffer(archive.read(offsets), dtype=offset_dtype).astype(np.int64)
+    except TractogramError:
+        raise
+    except (KeyError, TypeError, ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise TractogramError(path, f"cannot read this .trx file ({type(error).__name__}: {error})") from error
+    if len(values) and (values[0] != 0 or np.any(np.diff(values) < 0) or values[-1] > vertices):
+        raise TractogramError(path, "the .trx offsets must start at 0, never decrease and stay within the positions")
+
+
+def _check_coordinates(path: Path, tractogram: StatefulTractogram) -> None:
+    points = tractogram.streamlines.get_data()
+    if not np.all(np.isfinite(points)):
+        raise TractogramError(path, "holds non-finite coordinates (NaN or infinity)")
+    if points.size and np.abs(points).max() > MAX_COORDINATE_MM:
+        raise TractogramError(
+            path, f"holds coordinates of {np.abs(points).max():.3g} mm, beyond {MAX_COORDINATE_MM:.0e} mm: not a tractogram in mm"
+        )
 
 
 def load(path: str | os.PathLike, reference: str | os.PathLike | None = None) -> StatefulTractogram:
@@ -202,14 +322,19 @@ def load(path: str | os.PathLike, reference: str | os.PathLike | None = None) ->
     path = Path(path)
     _check_input_file(path, TRACTOGRAM_EXTENSIONS)
     extension = _extension(path)
+    if reference is None and extension not in SELF_REFERENCED_EXTENSIONS:
+        raise TractogramError(
+            path,
+            f"{extension} files carry no spatial reference; pass reference= (--reference)"
+            " with a NIfTI image or a .trk file in the same space",
+        )
+    if extension == ".trk":
+        _check_trk_sizes(path)
+    elif extension == ".trx":
+        _check_trx_structure(path)
     if reference is None:
-        if extension not in SELF_REFERENCED_EXTENSIONS:
-            raise TractogramError(
-                path,
-                f"{extension} files carry no spatial reference; pass reference= (--reference)"
-                " with a NIfTI image or a .trk file in the same space",
-            )
         dipy_reference = "same"
+        read_space_attributes(path)  # the file's own header, checked before DIPY reads it
     else:
         read_space_attributes(reference)
         dipy_reference = str(reference)
@@ -229,27 +354,35 @@ def load(path: str | os.PathLike, reference: str | os.PathLike | None = None) ->
     if tractogram is False:
         detail = "; ".join(messages) or "DIPY refused it"
         raise TractogramError(path, f"cannot load this {extension} file: {detail}")
-    _check_streamline_count(path, len(tractogram.streamlines))
+    _check_streamline_count(path, tractogram)
+    _check_coordinates(path, tractogram)
     return tractogram
 
 
-def _check_streamline_count(path: Path, loaded: int) -> None:
-    """Catch truncated files that nibabel reads without complaint (fewer streamlines).
+def _check_streamline_count(path: Path, tractogram: StatefulTractogram) -> None:
+    """Catch files whose header disagrees with their data, which nibabel reads without
+    complaint: truncated (fewer streamlines) or holding more than announced.
 
     Compares the count the header announces (``nb_streamlines`` of .trk, ``count`` of .tck;
-    0 means unknown) with what was read, using nibabel's own header parser.
+    0 means unknown) with what was read, using nibabel's own header parser; for .trk, also
+    the file's size with the size of what was read.
     """
     file_format = nib.streamlines.detect_format(str(path))
     if file_format is None or _extension(path) not in (".trk", ".tck"):
         return
     with open(path, "rb") as handle:
         header = file_format._read_header(handle)
+    loaded = len(tractogram.streamlines)
     announced = int(header.get(nib.streamlines.Field.NB_STREAMLINES) or header.get("count") or 0)
     if announced > 0 and announced != loaded:
         raise TractogramError(
             path,
             f"the header announces {announced} streamlines but the file holds {loaded}"
             " (truncated or corrupt file)",
+        )
+    if _extension(path) == ".trk" and header["hdr_size"] + _trk_data_size(tractogram, header) != path.stat().st_size:
+        raise TractogramError(
+            path, f"the file holds more data than the {loaded} streamlines its header announces (corrupt header)"
         )
 
 
@@ -354,7 +487,9 @@ def load_array(
         )
     if not np.issubdtype(array.dtype, np.floating):
         raise TractogramError(path, f"expected floating-point coordinates, got {array.dtype}")
-    return array_to_tractogram(array, mm_per_unit=mm_per_unit)
+    tractogram = array_to_tractogram(array, mm_per_unit=mm_per_unit)
+    _check_coordinates(path, tractogram)
+    return tractogram
 
 
 def save(

@@ -92,7 +92,7 @@ import torch
 from tractvq import __version__
 from tractvq.cache import load_cache
 from tractvq.data import Augmentation, GroupDataset, StepSampler
-from tractvq.errors import OutputError, TractvqError
+from tractvq.errors import ModelError, OutputError, TractvqError
 from tractvq.metrics import mean_mdf_mm
 from tractvq.outputs import atomic_output
 
@@ -392,14 +392,64 @@ def read_run_configs(run_dir: str | os.PathLike):
     ModelError
         If the checkpoint cannot be read.
     """
-    from tractvq.models.checkpoint import load_checkpoint
-    from tractvq.models.config import ModelConfig
-
     path = Path(run_dir) / "checkpoint.pt"
     if not path.is_file():
         raise OutputError(run_dir, "has no checkpoint.pt to resume from")
+    _, model_config, train_config = _read_training_checkpoint(path)
+    return model_config, train_config
+
+
+#: Keys of a training checkpoint and the types of their values.
+_CHECKPOINT_KEYS = {
+    "step": int, "model": dict, "optimizer": dict, "scheduler": dict, "rng": list, "train_sums": dict,
+    "train_count": int, "elapsed_s": (int, float), "model_config": dict, "train_config": dict, "cache": dict,
+}
+
+
+def _read_training_checkpoint(path: Path):
+    """A run's ``checkpoint.pt``, checked before anything is built from it: kind, keys,
+    configs, and the model's weights against the model of its config.
+
+    Returns
+    -------
+    payload : dict
+    model_config : ModelConfig
+    train_config : TrainConfig
+
+    Raises
+    ------
+    ModelError
+        Naming ``path``: not a training checkpoint, or one whose contents are missing,
+        of the wrong type or do not fit its configs.
+    """
+    from tractvq.models.checkpoint import MODEL_FORMAT, expected_layout, layout_problems, load_checkpoint
+    from tractvq.models.config import ModelConfig
+
     payload = load_checkpoint(path)
-    return ModelConfig.from_dict(payload["model_config"]), TrainConfig.from_dict(payload["train_config"])
+    if payload.get("format") == MODEL_FORMAT:
+        raise ModelError(path, "is a model file, not a training checkpoint: a run can only resume from its own checkpoint.pt")
+    if payload.get("format") != _CHECKPOINT_FORMAT or payload.get("format_version") != _CHECKPOINT_VERSION:
+        raise ModelError(path, f"is not a tractvq training checkpoint (version {_CHECKPOINT_VERSION})")
+    wrong = [
+        key for key, kind in _CHECKPOINT_KEYS.items()
+        if not isinstance(payload.get(key), kind) or isinstance(payload.get(key), bool)
+    ]
+    if wrong:
+        raise ModelError(path, f"training checkpoint with missing or malformed {', '.join(wrong)}")
+    if payload["step"] < 0 or payload["train_count"] < 0 or not 0 <= payload["elapsed_s"] < math.inf:
+        raise ModelError(path, "training checkpoint with a negative step, count or time")
+    cache = payload["cache"]
+    if not (isinstance(cache.get("groups"), int) and isinstance(cache.get("settings"), dict)):
+        raise ModelError(path, "training checkpoint with a malformed cache description")
+    try:
+        model_config = ModelConfig.from_dict(payload["model_config"])
+        train_config = TrainConfig.from_dict(payload["train_config"])
+    except (TypeError, ValueError) as error:
+        raise ModelError(path, f"has an invalid config: {error}") from None
+    problems = layout_problems(payload["model"], expected_layout(model_config, path))
+    if problems:
+        raise ModelError(path, f"its model weights do not fit its config: {problems}")
+    return payload, model_config, train_config
 
 
 def _merge_resumed_config(run_dir: Path, saved: TrainConfig, given: TrainConfig | None) -> TrainConfig:
@@ -620,7 +670,7 @@ def train(
         After Ctrl-C or SIGTERM, once the checkpoint is written.
     """
     from tractvq.models.autoencoder import BundleAutoencoder
-    from tractvq.models.checkpoint import load_checkpoint, save_checkpoint, save_model
+    from tractvq.models.checkpoint import save_checkpoint, save_model
     from tractvq.models.config import ModelConfig
 
     run_dir = Path(run_dir)
@@ -629,14 +679,13 @@ def train(
     _check_run_dir(run_dir, resume=resume, force=force)
     payload = None
     if resume:
-        payload = load_checkpoint(run_dir / "checkpoint.pt")
-        saved_model = ModelConfig.from_dict(payload["model_config"])
+        payload, saved_model, saved_train = _read_training_checkpoint(run_dir / "checkpoint.pt")
         if model_config is not None and _with_grouping(model_config, cache, cache_path) != saved_model:
             raise RunConfigError(
                 run_dir, f"the model config differs from the checkpoint's: got {model_config}, saved {saved_model}"
             )
         model_config = saved_model
-        train_config = _merge_resumed_config(run_dir, TrainConfig.from_dict(payload["train_config"]), train_config)
+        train_config = _merge_resumed_config(run_dir, saved_train, train_config)
         if payload["cache"]["settings"] != asdict(cache.settings) or payload["cache"]["groups"] != len(cache.groups):
             raise RunConfigError(
                 cache_path,
@@ -658,6 +707,13 @@ def train(
             None,
             f"the batch size must be divisible by the number of processes, got {train_config.batch_size}"
             f" for {processes.world_size}",
+        )
+    training_groups = int(np.count_nonzero(~cache.validation))
+    if train_config.batch_size > training_groups:  # a batch is drawn in full: it would repeat groups
+        raise RunConfigError(
+            cache_path,
+            f"the batch size {train_config.batch_size} is more than the {training_groups} groups of the"
+            " training split; give at most that (--batch)",
         )
     try:
         device = resolve_device(train_config.device, processes.local_rank)
@@ -687,6 +743,15 @@ def train(
             dist.destroy_process_group()
 
 
+def _check_optimizer_state(optimizer) -> None:
+    """Raise ValueError unless each loaded optimizer state tensor has its parameter's shape."""
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            for name, value in optimizer.state.get(parameter, {}).items():
+                if name != "step" and (not isinstance(value, torch.Tensor) or value.shape != parameter.shape):
+                    raise ValueError(f"optimizer state {name!r} does not fit its parameter {tuple(parameter.shape)}")
+
+
 def _with_grouping(model_config, cache, cache_path):
     """The model config with the cache's preprocessing (which the model will see)."""
     try:
@@ -703,10 +768,14 @@ def _run(
     import torch.distributed as dist
     from tqdm.auto import tqdm
 
+    from tractvq.models.basis import fit_bases
+
     save_checkpoint, save_model = modules
     train_groups = cache.split("train")
     validation_groups = cache.split("validation")
     dataset = GroupDataset(train_groups, config.augmentation, seed=config.seed)
+    if payload is None and model_config.preset == "basis":  # resumed runs have theirs in the state dict
+        fit_bases(model, train_groups.data, train_groups.mask)
     validation = GroupDataset(validation_groups) if len(validation_groups) else None
     if validation is None and processes.main:
         warnings.warn(f"{cache_path}: the cache has no validation groups; validation metrics stay empty", stacklevel=3)
@@ -722,15 +791,22 @@ def _run(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     start, rows, sums, count, elapsed = 0, [], {}, 0, 0.0
     if payload is not None:
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])  # keeps `schedule`, from the config
-        start, elapsed = int(payload["step"]), float(payload["elapsed_s"])
-        sums, count = dict(payload["train_sums"]), int(payload["train_count"])
         states = payload["rng"]
-        if len(states) == processes.world_size:
-            _set_rng_state(states[processes.rank], device)
-        else:
+        try:
+            model.load_state_dict(payload["model"])
+            optimizer.load_state_dict(payload["optimizer"])
+            _check_optimizer_state(optimizer)
+            scheduler.load_state_dict(payload["scheduler"])  # keeps `schedule`, from the config
+            if len(states) == processes.world_size:
+                _set_rng_state(states[processes.rank], device)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as error:
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            raise ModelError(
+                run_dir / "checkpoint.pt", f"cannot resume from it ({type(error).__name__}: {first_line})"
+            ) from None
+        start, elapsed = payload["step"], float(payload["elapsed_s"])
+        sums, count = dict(payload["train_sums"]), payload["train_count"]
+        if len(states) != processes.world_size:
             warnings.warn(
                 f"the checkpoint was written by {len(states)} processes, this run has {processes.world_size}:"
                 " the quantizers' random streams restart (batches are unchanged)",

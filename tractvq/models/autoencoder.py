@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tractvq.models.basis import BasisDecoder, BasisEncoder
 from tractvq.models.compact import CompactDecoder, CompactEncoder, StreamlineDecoder, StreamlineEncoder
 from tractvq.models.config import ModelConfig
 from tractvq.models.paper import PaperDecoder, PaperEncoder
@@ -29,6 +30,7 @@ _ARCHITECTURES = {  # (preset, layout) -> (encoder, decoder)
     ("paper", "grid"): (PaperEncoder, PaperDecoder),
     ("compact", "grid"): (CompactEncoder, CompactDecoder),
     ("compact", "streamline"): (StreamlineEncoder, StreamlineDecoder),
+    ("basis", "streamline"): (BasisEncoder, BasisDecoder),
 }
 
 
@@ -89,6 +91,10 @@ class BundleAutoencoder(nn.Module):
         )
         if config.layout == "streamline":
             sizes["n_points"] = config.grouping.n_points
+        if config.preset == "basis":
+            sizes["group_size"] = config.grouping.group_size
+            if config.bottleneck == "fsq":  # a uniform quantizer of the coefficients
+                sizes["levels"] = config.bottleneck_options.get("levels", (8, 5, 5, 5))
         self.encoder = encoder_class(**sizes)
         self.quantizer = build(
             config.bottleneck,

@@ -3,9 +3,13 @@
 A model checkpoint (:func:`save_model`) is a ``torch.save`` of plain data::
 
     {"format": "tractvq-model", "format_version": 1, "tractvq_version": "0.1.0",
-     "config": ModelConfig.to_dict(), "state_dict": {name: Tensor}, "extra": {...}}
+     "config": ModelConfig.to_dict(), "state_dict": {name: Tensor}, "extra": {...},
+     "weights_sha256": "..."}
 
-so :func:`load_model` rebuilds the model from the file alone. Every checkpoint is read with
+so :func:`load_model` rebuilds the model from the file alone. Before anything is built, the
+config's model size is checked (on PyTorch's ``meta`` device, no memory used) against
+:data:`MAX_PARAMETERS`, and the weights against the model (dense, finite, right shapes) and
+against their SHA-256 (files written before it was recorded load without it). Every checkpoint is read with
 ``torch.load(..., weights_only=True)`` and nothing else: a file carrying pickled Python
 objects (which an ordinary ``torch.load`` would *run*) is refused with a
 :class:`~tractvq.errors.ModelError` before any of it executes.
@@ -40,6 +44,9 @@ __all__ = [
     "PUBLISHED_KINDS",
     "save_model",
     "load_model",
+    "build_model",
+    "expected_layout",
+    "layout_problems",
     "model_fingerprint",
     "save_checkpoint",
     "load_checkpoint",
@@ -49,6 +56,8 @@ __all__ = [
 
 MODEL_FORMAT = "tractvq-model"
 MODEL_FORMAT_VERSION = 1
+#: Most parameters and buffers of a model built from a checkpoint's config (1 GiB of float32).
+MAX_PARAMETERS = 1 << 28
 
 #: Published model kind -> tractvq bottleneck (the quantizer defaults are the published ones).
 PUBLISHED_KINDS = {"ae": "identity", "vq": "vq", "vq-ema": "vq-ema", "vqdiff": "vqdiff"}
@@ -69,10 +78,9 @@ def _read(path: str | os.PathLike) -> object:
     except pickle.UnpicklingError as error:
         detail = _unpickler_detail(str(error))
         if detail.startswith("Unsupported global"):
+            name = detail.split("GLOBAL", 1)[-1].strip() or detail
             raise ModelError(
-                path,
-                "holds pickled Python objects, not only tensors and plain data; refused without"
-                f" running them (checkpoints are read with weights_only=True): {detail}",
+                path, f"refused to unpickle {name}: not a plain tensor checkpoint (nothing in it was run)"
             ) from None
         raise ModelError(path, f"is not a PyTorch checkpoint ({detail})") from None
     except EOFError:
@@ -94,7 +102,8 @@ def _unpickler_detail(message: str) -> str:
         if lines:
             line = lines[0]
             return line.split(" was not an allowed global")[0]
-    return message.strip().splitlines()[0] if message.strip() else "unreadable pickle"
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    return "unreadable pickle" if not first or "weights_only" in first else first
 
 
 # -------------------------------------------------------------------------------- writing
@@ -225,6 +234,7 @@ def save_model(
         "state_dict": _state_dict(model),
         "extra": {} if extra is None else extra,
     }
+    payload["weights_sha256"] = _weights_digest(payload["state_dict"])
     return save_checkpoint(payload, path, force=force)
 
 
@@ -248,8 +258,9 @@ def load_model(path: str | os.PathLike, *, return_extra: bool = False):
     ------
     ModelError
         If the file is missing or unreadable, holds pickled objects, is not a tractvq model
-        checkpoint (or a newer format), has an invalid config, or its weights do not fit the
-        model of its config (the message lists the missing, unexpected and mis-shaped keys).
+        checkpoint (or a newer format), has an invalid or oversized config, its weights do not
+        fit the model of its config (the message lists the missing, unexpected, mis-shaped,
+        sparse and non-finite ones) or do not match their recorded checksum.
     """
     payload = load_checkpoint(path)
     if payload.get("format") != MODEL_FORMAT:
@@ -270,10 +281,15 @@ def load_model(path: str | os.PathLike, *, return_extra: bool = False):
             raise ModelError(path, f"has no {key!r} dict")
     try:
         config = ModelConfig.from_dict(payload["config"])
-        with torch.random.fork_rng(devices=[]):
-            model = BundleAutoencoder(config)
-    except ValueError as error:
+    except (TypeError, ValueError) as error:
         raise ModelError(path, f"has an invalid model config: {error}") from None
+    problems = layout_problems(payload["state_dict"], expected_layout(config, path))
+    if problems:
+        raise ModelError(path, f"does not fit the model of its config: {problems}")
+    recorded = payload.get("weights_sha256")
+    if recorded is not None and recorded != _weights_digest(payload["state_dict"]):
+        raise ModelError(path, "weights checksum does not match: the file is damaged")
+    model = build_model(config, path)
     _load_weights(path, model, payload["state_dict"])
     model.eval()
     if return_extra:
@@ -281,20 +297,69 @@ def load_model(path: str | os.PathLike, *, return_extra: bool = False):
     return model
 
 
+def expected_layout(config: ModelConfig, path: str | os.PathLike | None = None) -> dict[str, tuple]:
+    """Name -> shape of the state-dict of the model ``config`` describes, found without
+    allocating it (PyTorch's ``meta`` device).
+
+    Raises
+    ------
+    ModelError
+        Naming ``path``, if the model cannot be built or has more than
+        :data:`MAX_PARAMETERS` parameters and buffers.
+    """
+    try:
+        with torch.device("meta"):
+            model = BundleAutoencoder(config)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ModelError(path, f"has a model config that cannot be built: {error}") from None
+    state = model.state_dict()
+    size = sum(value.numel() for value in state.values())
+    if size > MAX_PARAMETERS:
+        raise ModelError(path, f"describes a model of {size:,} numbers, more than tractvq builds ({MAX_PARAMETERS:,})")
+    return {key: tuple(value.shape) for key, value in state.items()}
+
+
+def build_model(config: ModelConfig, path: str | os.PathLike | None = None) -> BundleAutoencoder:
+    """The model of ``config``, once its size is checked (:func:`expected_layout`); it does
+    not consume torch's global random numbers.
+
+    Raises
+    ------
+    ModelError
+        Naming ``path``, if the model cannot be built or is too large.
+    """
+    expected_layout(config, path)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return BundleAutoencoder(config)
+    except (TypeError, ValueError) as error:
+        raise ModelError(path, f"has a model config that cannot be built: {error}") from None
+
+
+def _weights_digest(state_dict: Mapping) -> str:
+    """SHA-256 of each entry's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach().cpu().contiguous()
+        digest.update(f"\0{key}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _load_weights(path, model: BundleAutoencoder, state_dict: Mapping) -> None:
     """``model.load_state_dict(state_dict)`` after a strict key and shape check."""
     expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-    problems = _layout_problems(state_dict, expected)
+    problems = layout_problems(state_dict, expected)
     if problems:
         raise ModelError(path, f"does not fit the model of its config: {problems}")
     model.load_state_dict(state_dict, strict=True)
 
 
-def _layout_problems(
+def layout_problems(
     state_dict: Mapping, expected: Mapping[str, tuple], *, floating: bool = False
 ) -> str:
-    """One sentence listing missing, unexpected, non-tensor and mis-shaped keys ("" if none);
-    with ``floating``, also tensors that are not floating point."""
+    """One sentence listing missing, unexpected, non-tensor, sparse, mis-shaped and non-finite
+    keys ("" if none); with ``floating``, also tensors that are not floating point."""
     missing = [key for key in expected if key not in state_dict]
     unexpected = [key for key in state_dict if key not in expected]
     wrong = []
@@ -304,10 +369,14 @@ def _layout_problems(
         value = state_dict[key]
         if not isinstance(value, Tensor):
             wrong.append(f"{key} (a {type(value).__name__}, not a tensor)")
+        elif value.layout != torch.strided:
+            wrong.append(f"{key} ({value.layout}, expected a dense tensor)")
         elif tuple(value.shape) != shape:
             wrong.append(f"{key} (shape {tuple(value.shape)}, expected {shape})")
         elif floating and not value.is_floating_point():
             wrong.append(f"{key} (dtype {value.dtype}, expected floating point)")
+        elif value.is_floating_point() and not torch.isfinite(value).all():
+            wrong.append(f"{key} (non-finite values)")
     parts = []
     if missing:
         parts.append(f"missing key(s): {', '.join(missing)}")
@@ -486,7 +555,7 @@ def import_published(
             state_dict_path,
             f"holds a {type(state_dict).__name__}, not a state-dict (a dict of tensors)",
         )
-    problems = _layout_problems(state_dict, layout, floating=True)
+    problems = layout_problems(state_dict, layout, floating=True)
     if problems:
         raise ModelError(
             state_dict_path, f"is not a published VQ-Diff {kind!r} state-dict: {problems}"

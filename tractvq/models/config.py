@@ -17,6 +17,11 @@ Presets (:func:`preset_config`):
     Ours: one latent vector of 16 dims per streamline (the ``streamline`` layout, a 64 x 1 x 16
     latent: 1,024 numbers per group, 16 x fewer than ``paper``) and tractvq's own
     preprocessing (spatial groups, oriented, ordered, per-group normalisation).
+``basis``
+    Codes in linear bases fitted to the training cache (:mod:`tractvq.models.basis`): each
+    group's mean streamline (64 coefficients, one per streamline slot) plus 15 coefficients of
+    every streamline's difference from it, 1,024 numbers per group; an optional learned
+    correction (``residual_blocks`` > 0). What generalises best to unseen subjects.
 ``compact-grid``
     The first ``compact`` (three stride-2 convolutions to an 8 x 8 x 16 latent grid, the same
     preprocessing): the quantizer studies of ``docs/results.md`` use it. Its configs say ``preset="compact", layout="grid"``.
@@ -33,7 +38,12 @@ from tractvq.bundles import PAPER_SETTINGS, GroupingSettings
 __all__ = ["PRESETS", "PRESET_NAMES", "ModelConfig", "preset_config"]
 
 #: The architecture families a config can name (:attr:`ModelConfig.preset`).
-PRESETS = ("paper", "compact")
+PRESETS = ("paper", "compact", "basis")
+#: Largest channel count, codebook size, latent size, group size and point count a config
+#: may ask for (a checkpoint asking for more is refused before any model is built).
+MAX_SIZE = 65_536
+#: Most residual blocks per stack.
+MAX_RESIDUAL_BLOCKS = 64
 
 
 @dataclass(frozen=True)
@@ -112,13 +122,15 @@ class ModelConfig:
         object.__setattr__(self, "bottleneck_options", _json_options(self.bottleneck_options))
         for name in ("codebook_size", "latent_dim", "hidden_channels", "residual_channels"):
             _check_integer(name, getattr(self, name), minimum=2 if name == "codebook_size" else 1)
-        _check_integer("residual_blocks", self.residual_blocks, minimum=0)
+        _check_integer("residual_blocks", self.residual_blocks, minimum=0, maximum=MAX_RESIDUAL_BLOCKS)
         channels = self.channels
         if isinstance(channels, (str, bytes)) or not hasattr(channels, "__iter__"):
             raise ValueError(f"channels must be a sequence of positive integers, got {channels!r}")
         channels = tuple(channels)
         if not channels:
             raise ValueError("channels must hold at least one stride-2 stage, got ()")
+        if len(channels) > 16:
+            raise ValueError(f"channels may hold at most 16 stages, got {len(channels)}")
         for value in channels:
             _check_integer("each of channels", value, minimum=1)
         object.__setattr__(self, "channels", tuple(int(value) for value in channels))
@@ -131,8 +143,12 @@ class ModelConfig:
             raise ValueError(f"layout must be 'grid' or 'streamline', got {self.layout!r}")
         if self.preset == "paper" and self.layout != "grid":
             raise ValueError(f"preset 'paper' has the grid layout; got layout={self.layout!r}")
+        if self.preset == "basis" and self.layout != "streamline":
+            raise ValueError(f"preset 'basis' has the streamline layout; got layout={self.layout!r}")
         if not isinstance(self.grouping, GroupingSettings):
             raise ValueError(f"grouping must be a GroupingSettings, got {self.grouping!r}")
+        for name in ("group_size", "n_points"):
+            _check_integer(f"grouping.{name}", getattr(self.grouping, name), minimum=1)
         factor = 2 ** len(channels)
         for name in ("group_size", "n_points") if self.layout == "grid" else ():
             size = getattr(self.grouping, name)
@@ -212,9 +228,11 @@ def _grouping_from_dict(data) -> GroupingSettings:
     return GroupingSettings(**data)
 
 
-def _check_integer(name: str, value, *, minimum: int) -> None:
+def _check_integer(name: str, value, *, minimum: int, maximum: int = MAX_SIZE) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value > maximum:
+        raise ValueError(f"{name} must be at most {maximum:,}, got {value!r}")
 
 
 def _json_options(options) -> dict:
@@ -244,6 +262,16 @@ _PRESETS: dict[str, dict] = {
         "residual_channels": 64,
         "residual_blocks": 2,
         "grouping": GroupingSettings(),  # spatial, oriented, ordered, per-group normalised
+    },
+    "basis": {
+        "preset": "basis",
+        "layout": "streamline",
+        "latent_dim": 16,  # 1 mean-streamline + 15 difference coefficients: 1,024 numbers per group
+        "channels": (1,),  # unused: the bases replace the encoder's stages
+        "hidden_channels": 256,  # width of the learned correction
+        "residual_blocks": 0,  # no correction: the linear codec (what wins on held-out data)
+        "bottleneck": "identity",
+        "grouping": GroupingSettings(),
     },
     "compact-grid": {
         "preset": "compact",

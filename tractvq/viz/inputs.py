@@ -80,8 +80,9 @@ def load_bundle(path: str | os.PathLike, *, bundle: str | None = None, reference
     Raises
     ------
     TractogramError
-        If the path cannot be read, or a folder or codes file holds several bundles and
-        ``bundle`` does not pick one.
+        If the path cannot be read, a folder or codes file holds several bundles and
+        ``bundle`` does not pick one, or there is nothing to draw (no streamlines, or
+        streamlines of fewer than two points).
     """
     from tractvq import io
 
@@ -94,7 +95,7 @@ def load_bundle(path: str | os.PathLike, *, bundle: str | None = None, reference
         names = [source.name for source in codes.layout.sources]
         index = _pick(path, names, bundle)
         tractogram = decode(codes, model)[index]
-        return ShownBundle(f"{names[index]} ({path.name})", [np.asarray(s, np.float64) for s in tractogram.streamlines], path)
+        return _shown(f"{names[index]} ({path.name})", tractogram, path)
     records = io.find_tractograms(path)
     if path.is_file():
         (record,) = records
@@ -103,7 +104,20 @@ def load_bundle(path: str | os.PathLike, *, bundle: str | None = None, reference
         record = records[_pick(path, [r.bundle for r in records], bundle)]
         label = f"{record.bundle} ({path.name})"
     tractogram = io.read_record(record, reference)
-    return ShownBundle(label, [np.asarray(s, np.float64) for s in tractogram.streamlines], path)
+    return _shown(label, tractogram, record.path)
+
+
+def _shown(label: str, tractogram, path: Path) -> ShownBundle:
+    """A bundle to draw, refused (TractogramError naming ``path``) if there is nothing to draw."""
+    streamlines = [np.asarray(streamline, np.float64) for streamline in tractogram.streamlines]
+    if not streamlines:
+        raise TractogramError(path, "holds no streamlines: nothing to draw")
+    short = [index for index, streamline in enumerate(streamlines) if len(streamline) < 2]
+    if short:
+        raise TractogramError(
+            path, f"{len(short)} streamline(s) have fewer than two points (first: {short[0]}): nothing to draw"
+        )
+    return ShownBundle(label, streamlines, path)
 
 
 def parse_group(groups, text: str | None) -> int:
