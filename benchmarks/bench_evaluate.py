@@ -10,8 +10,8 @@ per coordinate (so that scores are not trivially 1), and scores every group in m
 with ``clust_thr=[0]`` (best of ``--repeats``, interleaved):
 
 * DIPY: ``bundle_shape_similarity(original, reconstruction, rng, clust_thr=[0], threshold=...)``
-  per group in a Python loop (:func:`tractvq.evaluate.buan_scores_dipy`);
-* tractvq: :func:`tractvq.evaluate.buan_scores` (batched resampling, DIPY's MDF per group,
+  per group in a Python loop (:func:`tractvq.buan.buan_scores_dipy`);
+* tractvq: :func:`tractvq.buan.buan_scores` (batched resampling, DIPY's MDF per group,
   DIPY itself for the groups too close to the threshold; processes over chunks of groups
   on large inputs).
 
@@ -32,7 +32,7 @@ import numpy as np
 
 from tractvq import io
 from tractvq.bundles import GroupedBundles, GroupingSettings, group
-from tractvq.evaluate import buan_scores, buan_scores_dipy
+from tractvq.buan import buan_scores, buan_scores_dipy
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 

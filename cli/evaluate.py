@@ -41,19 +41,23 @@ def evaluate(inputs, models, metrics, protocol, threshold, clust_thr, seed, work
     from pathlib import Path
 
     from tractvq import evaluate as evaluation
+    from tractvq.buan import protocol as make_protocol
     from tractvq.outputs import check_output
+    from tractvq.scoring import DEFAULT_METRICS
 
     for path in (csv_path, json_path):
         if path is not None:
             check_output(path, force=force)
-    metrics = metrics or evaluation.DEFAULT_METRICS
+    metrics = metrics or DEFAULT_METRICS
     try:
-        chosen = evaluation.protocol(protocol, threshold=threshold, clust_thr=clust_thr or None)
+        chosen = make_protocol(protocol, threshold=threshold, clust_thr=clust_thr or None)
     except ValueError as error:
         raise click.UsageError(str(error)) from error
     if len(inputs) == 1 and (Path(inputs[0]) / "manifest.json").is_file():
         if not models:
             raise click.UsageError("evaluating a cache needs a model (-m)")
+        if coordinate_range is not None:
+            raise click.UsageError("--range does not apply to a cache: its groups are already normalised")
         from tractvq.cache import load_cache
         from tractvq.robustness import generalisation_study
 
@@ -67,9 +71,15 @@ def evaluate(inputs, models, metrics, protocol, threshold, clust_thr, seed, work
     else:
         if len(inputs) != 2:
             raise click.UsageError("give ORIGINAL and RECON, or DATA with one or more -m MODEL")
+        if chosen.name == "paper" and coordinate_range is None:
+            raise click.UsageError(
+                "--protocol paper scores in the published global normalisation, whose range is not in"
+                " the files: give --range MIN MAX in mm (-100 100 for the published .npy arrays,"
+                " read at 100 mm per unit)"
+            )
         table, _ = evaluation.evaluate_reconstruction(
             inputs[0], inputs[1], metrics=metrics, protocol=chosen, seed=seed, workers=workers,
-            reference=reference, progress=True,
+            coordinate_range=coordinate_range, reference=reference, progress=True,
         )
     click.echo(table.format())
     click.echo(f"BUAN: protocol {chosen.name}, threshold {chosen.threshold} {chosen.units},"

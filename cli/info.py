@@ -17,7 +17,8 @@ def info(paths: tuple[str, ...], reference: str | None, as_json: bool) -> None:
     """Describe tractograms: streamlines, points, lengths, extent, space, problems.
 
     PATHS are tractogram files (.trk .tck .trx .vtk .vtp .fib .dpy, or published .npy
-    arrays), subject folders, TractoInferno roots or plain folders of tractograms.
+    arrays), subject folders, TractoInferno roots or plain folders of tractograms. Each
+    group of a .trx file is a bundle (its streamlines in no group one more, "ungrouped").
     """
     from tractvq.io import find_tractograms
     from tractvq.summary import format_summaries, summarize

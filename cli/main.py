@@ -8,7 +8,6 @@ stderr and exit status 2; ``--verbose`` shows the traceback instead.
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -86,10 +85,8 @@ cli.add_command(latent_map)
 
 
 def main() -> None:
-    """Entry point of the ``tractvq`` console script."""
-    # Idle OpenMP threads sleep rather than spin (set before any command loads torch): as fast
-    # on an idle machine, several times faster when other jobs share the cores (bench_train.py).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """Entry point of the ``tractvq`` console script (importing tractvq has set
+    ``OMP_WAIT_POLICY``, see :mod:`tractvq`)."""
     cli(prog_name="tractvq")
 
 

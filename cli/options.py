@@ -166,15 +166,27 @@ def known_bundles(ctx, param, names) -> tuple[str, ...]:
 
     ``sources`` must be an eager argument, so that it is parsed before this option.
     """
+    return _known_labels(ctx, param, names, "bundle")
+
+
+def known_subjects(ctx, param, names) -> tuple[str, ...]:
+    """Callback of ``--validation-subject``: every name must be a subject of the command's
+    ``sources`` (an eager argument)."""
+    return _known_labels(ctx, param, names, "subject")
+
+
+def _known_labels(ctx, param, names, kind: str) -> tuple[str, ...]:
+    """``names`` if each is the ``kind`` (``bundle`` or ``subject``) of a source, else a usage
+    error that lists the sources' ones."""
     if not names:
         return names
     from tractvq.io import find_tractograms
 
-    known = sorted({record.bundle for record in find_tractograms(*ctx.params["sources"])})
+    known = sorted({getattr(record, kind) for record in find_tractograms(*ctx.params["sources"])})
     unknown = [name for name in dict.fromkeys(names) if name not in known]
     if unknown:
         raise click.BadParameter(
-            f"no bundle {', '.join(map(repr, unknown))} among the sources; their bundles are: {', '.join(known)}",
+            f"no {kind} {', '.join(map(repr, unknown))} among the sources; their {kind}s are: {', '.join(known)}",
             ctx=ctx, param=param,
         )
     return names

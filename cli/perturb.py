@@ -51,7 +51,7 @@ def perturb(inputs, model, eps, directional, permutation, protocol, threshold, s
 
     from tractvq import io
     from tractvq.encoding import group_for_model, resolve_model, write_tractograms
-    from tractvq.evaluate import protocol as make_protocol
+    from tractvq.buan import protocol as make_protocol
     from tractvq.outputs import atomic_output, check_output
     from tractvq.robustness import PUBLISHED_ALPHAS, permutation_study, perturbation_study, plot_perturbation
 

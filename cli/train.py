@@ -39,10 +39,17 @@ _TRAIN_FIELDS = {
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of weights, batches, augmentation and quantizer noise.")
 @click.option("--validate-every", type=COUNT, default=500, show_default=True, help="Validate every this many steps.")
 @click.option("--checkpoint-every", type=COUNT, default=1000, show_default=True, help="Write checkpoint.pt every this many steps.")
-@click.option("--augment/--no-augment", default=False, show_default=True, help="Augment training groups (see --rotation, --translation, --dropout).")
+@click.option("--augment/--no-augment", default=False, show_default=True, help="Augment training groups (see the options below; docs/training.md).")
 @click.option("--rotation", type=FiniteFloat(0, 180), default=5.0, show_default=True, help="With --augment: largest rotation in degrees.")
 @click.option("--translation", type=FiniteFloat(min=0), default=2.0, show_default=True, help="With --augment: largest shift per axis in mm (global normalisation only).")
 @click.option("--dropout", type=FiniteFloat(0, 1, max_open=True), default=0.1, show_default=True, help="With --augment: probability of replacing a streamline by its kept neighbour.")
+@click.option("--scaling", type=FiniteFloat(0, 1, max_open=True), default=0.0, show_default=True, help="With --augment: largest relative scale change per axis (0.1: factors 0.9 to 1.1).")
+@click.option("--shear", type=FiniteFloat(0, 1, max_open=True), default=0.0, show_default=True, help="With --augment: largest off-diagonal entry of a random shear.")
+@click.option("--elastic", type=FiniteFloat(min=0), default=0.0, show_default=True, help="With --augment: largest displacement of a smooth random warp, in mm.")
+@click.option("--jitter", type=FiniteFloat(min=0), default=0.0, show_default=True, help="With --augment: standard deviation of noise on every point, in mm.")
+@click.option("--resampling", type=FiniteFloat(0, 1), default=0.0, show_default=True, help="With --augment: probability of resampling a group through P/2 to 2P points (another step size).")
+@click.option("--partial-groups", type=FiniteFloat(0, 1), default=0.0, show_default=True, help="With --augment: probability of a group with fewer distinct streamlines than the group size.")
+@click.option("--mixed-groups", type=FiniteFloat(0, 1), default=0.0, show_default=True, help="With --augment: probability of a group of unrelated streamlines of the split.")
 @click.option("--device", type=Device(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where to train.")
 @click.option("--threads", type=PROCESSES, default=None, help="CPU threads of torch (default: torch's).")
 @click.option("--compile/--no-compile", "compile_model", default=False, show_default=True, help="torch.compile the training forward (slow start, faster steps).")
@@ -53,7 +60,8 @@ _TRAIN_FIELDS = {
 def train(
     ctx, cache, run_dir, preset, bottleneck, bottleneck_options, codebook_size, latent_dim,
     model_options, steps, batch, lr, lr_schedule, warmup, weight_decay, grad_clip, seed,
-    validate_every, checkpoint_every, augment, rotation, translation, dropout, device, threads,
+    validate_every, checkpoint_every, augment, rotation, translation, dropout, scaling, shear, elastic, jitter,
+    resampling, partial_groups, mixed_groups, device, threads,
     compile_model, resume, force, quiet,
 ) -> None:
     """Train a bundle autoencoder on CACHE (made by `tractvq prepare`).
@@ -90,7 +98,11 @@ def train(
             if latent_dim is not None:
                 overrides["latent_dim"] = latent_dim
             model_config = preset_config(preset, **overrides)
-            augmentation = Augmentation(rotation, translation, dropout) if augment else Augmentation()
+            augmentation = Augmentation(
+                rotation_degrees=rotation, translation_mm=translation, streamline_dropout=dropout, scaling=scaling,
+                shear=shear, elastic_mm=elastic, jitter_mm=jitter, resampling=resampling,
+                partial_groups=partial_groups, mixed_groups=mixed_groups,
+            ) if augment else Augmentation()
             train_config = training.TrainConfig(
                 steps=steps, batch_size=batch, lr=lr, lr_schedule=lr_schedule, warmup_steps=warmup,
                 weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, validate_every=validate_every,

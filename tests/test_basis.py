@@ -107,3 +107,17 @@ def test_training_fits_the_bases_and_the_model_file_keeps_them(tmp_path, sample_
     assert float(codec.mean.abs().max()) > 0.01  # fitted, not the identity it is built with
     assert torch.equal(codec.residual_basis, model.decoder.codec.residual_basis)
     assert not torch.equal(codec.group_basis, torch.eye(4, 48))
+
+
+def test_gain_is_coded_in_the_last_mean_slot_and_undone_exactly():
+    from tractvq.models.basis import GAIN_FLOOR, UniformLevels, gain_latents, ungain_latents
+
+    uniform = UniformLevels([148, 15, 13, 12], 4)
+    latents = torch.randn(3, 8, 4, generator=torch.Generator().manual_seed(0)) * torch.tensor([1.0, 5.0, 5.0, 5.0])
+    latents[:, -1, 0] = 0  # a gain codec leaves the mean's last coefficient out
+    gained = gain_latents(latents, uniform)
+    rms = latents[..., 1:].pow(2).mean(dim=(1, 2)).sqrt()
+    log_gain = torch.round(torch.log(rms.clamp(min=GAIN_FLOOR)) / uniform.delta[0]) * uniform.delta[0]
+    assert torch.allclose(gained[:, -1, 0], log_gain)  # on channel 0's grid
+    assert gained[..., 1:].pow(2).mean().sqrt() == pytest.approx(1.0, abs=0.1)  # differences at unit scale
+    assert torch.allclose(ungain_latents(gained), latents, atol=1e-5)

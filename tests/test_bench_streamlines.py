@@ -10,10 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from tractvq.bench.streamlines import score_model, train_quantizer
+from tractvq.buan import protocol
 from tractvq.cache import load_cache, prepare
 from tractvq.cli.main import cli
-from tractvq.evaluate import code_statistics, protocol, run_model, score_groups
+from tractvq.evaluate import run_model
 from tractvq.models import load_model, preset_config
+from tractvq.scoring import code_statistics, score_groups
 from tractvq.training import RunConfigError, TrainConfig, TrainingInterrupted, train
 
 

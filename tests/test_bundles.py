@@ -210,6 +210,7 @@ def test_groups_file_round_trip_and_concatenation(tmp_path, sample_root):
     parts = [group(io.load(folder / f"sub-vqdiff__{name}.trk"), name=name, subject="sub-vqdiff") for name in ("POPT_R", "PYT_R")]
     joined = GroupedBundles.concatenate(parts)
     assert len(joined) == len(parts[0]) + len(parts[1]) and joined.bundle_names == ["POPT_R", "PYT_R"]
+    assert GroupedBundles.concatenate(parts[:1]) is parts[0]  # one part: no copy of its groups
     path = joined.save(tmp_path / "groups.npz")
     again = GroupedBundles.load(path)
     np.testing.assert_array_equal(again.data, joined.data)

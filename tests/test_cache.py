@@ -79,3 +79,110 @@ def test_split_groups_validates_the_fraction():
 def test_load_cache_names_a_folder_that_is_not_a_cache(tmp_path):
     with pytest.raises(TractogramError, match="not a tractvq cache"):
         load_cache(tmp_path)
+
+
+def _tractography(sample_root):
+    return sample_root / "sub-vqdiff" / "tractography"
+
+
+def test_max_streamlines_per_bundle_takes_a_seeded_subset_of_each_large_bundle(sample_root, tmp_path):
+    from tractvq.bundles import resample
+    from tractvq.io import load
+
+    sources = [_tractography(sample_root) / f"sub-vqdiff__{name}.trk" for name in ("POPT_R", "ILF_R", "PYT_R")]
+    settings = GroupingSettings(n_points=16, group_size=16)
+    path = prepare(sources, tmp_path / "a", settings, max_streamlines_per_bundle=200, progress=False)
+    cache = load_cache(path)
+    assert cache.manifest["max_streamlines_per_bundle"] == 200
+    assert [(s["bundle"], s["streamlines"], s["streamlines_read"]) for s in cache.manifest["sources"]] == [
+        ("POPT_R", 192, 192), ("ILF_R", 200, 256), ("PYT_R", 200, 320)
+    ]
+    # the bundles weigh (almost) alike: 12, 13 and 13 groups instead of 12, 16 and 20
+    assert np.bincount(cache.bundle_labels).tolist() == [13, 12, 13]  # ILF_R, POPT_R, PYT_R
+    # the kept streamlines are real ones, at the file indices the groups record
+    pyt = cache.groups.sources[2]
+    assert len(pyt.file_indices) == 200 and np.all(np.diff(pyt.file_indices) > 0)
+    original = resample(load(sources[2]), 16)[pyt.file_indices]  # (200, 16, 3) mm
+    stored = cache.groups.denormalize()  # (G, S, P, 3)
+    members = cache.groups.bundle_index == 2
+    rows = cache.groups.streamline_index[members][cache.groups.mask[members]]
+    flipped = cache.groups.flipped[members][cache.groups.mask[members]]
+    streamlines = stored[members][cache.groups.mask[members]]
+    streamlines[flipped] = streamlines[flipped][:, ::-1]
+    np.testing.assert_allclose(streamlines, original[rows], atol=1e-3)
+    # seeded: the same subset again, another with another seed; none without the cap
+    again = load_cache(prepare(sources, tmp_path / "b", settings, max_streamlines_per_bundle=200, progress=False))
+    other = load_cache(
+        prepare(sources, tmp_path / "c", settings, max_streamlines_per_bundle=200, seed=1, progress=False)
+    )
+    assert np.array_equal(again.groups.sources[2].file_indices, pyt.file_indices)
+    assert not np.array_equal(other.groups.sources[2].file_indices, pyt.file_indices)
+    whole = load_cache(prepare(sources, tmp_path / "d", settings, progress=False))
+    assert whole.manifest["max_streamlines_per_bundle"] is None and whole.groups.sources[2].file_indices is None
+
+
+@pytest.fixture(scope="module")
+def three_subjects(tmp_path_factory, sample_root):
+    root = tmp_path_factory.mktemp("subjects") / "data"
+    for subject in ("sub-01", "sub-02", "sub-03"):
+        folder = root / subject / "tractography"
+        folder.mkdir(parents=True)
+        for name in ("POPT_R", "PYT_R"):
+            shutil.copy(_tractography(sample_root) / f"sub-vqdiff__{name}.trk", folder / f"{subject}__{name}.trk")
+    return root
+
+
+def test_validation_subjects_are_held_out_whole(three_subjects, tmp_path):
+    settings = GroupingSettings(n_points=16, group_size=32)
+    cache = load_cache(prepare([three_subjects], tmp_path / "cache", settings, validation_subjects=["sub-02"],
+                               holdout_bundles=["PYT_R"], progress=False))
+    subjects = np.array(cache.subject_names)[cache.subject_labels]
+    bundles = np.array(cache.bundle_names)[cache.bundle_labels]
+    np.testing.assert_array_equal(cache.validation, (subjects == "sub-02") | (bundles == "PYT_R"))
+    assert cache.manifest["split"] == {"unit": "subject", "validation_fraction": None, "seed": 0,
+                                       "holdout_bundles": ["PYT_R"], "validation_subjects": ["sub-02"]}
+    with pytest.raises(ValueError, match=r"cannot hold out subject\(s\) sub-9: not among the sources' subjects "
+                                         r"\(sub-01, sub-02, sub-03\)"):
+        prepare([three_subjects], tmp_path / "x", validation_subjects=["sub-9"], progress=False)
+    with pytest.raises(ValueError, match="cannot hold out every subject .*: none would be left for training"):
+        prepare([three_subjects], tmp_path / "x", validation_subjects=["sub-01", "sub-02", "sub-03"], progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--validation-subject", "sub-9"],
+         "no subject 'sub-9' among the sources; their subjects are: sub-01, sub-02, sub-03"),
+        (["--validation-subject", "sub-01", "--validation-fraction", "0.2"],
+         "give --validation-fraction or --validation-subject, not both"),
+        (["--validation-subject", "sub-01", "--validation-subject", "sub-02", "--validation-subject", "sub-03"],
+         "cannot hold out every subject"),
+        (["--max-streamlines-per-bundle", "0"],
+         "Invalid value for '--max-streamlines-per-bundle': 0 is not in the range x>=1."),
+    ],
+)
+def test_prepare_command_checks_the_split_options(three_subjects, tmp_path, arguments, message):
+    from click.testing import CliRunner
+
+    from tractvq.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["prepare", str(three_subjects), "-o", str(tmp_path / "cache"), *arguments])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "cache").exists()
+
+
+def test_prepare_command_holds_out_named_subjects_and_caps_bundles(three_subjects, tmp_path):
+    from click.testing import CliRunner
+
+    from tractvq.cli.main import cli
+
+    result = CliRunner().invoke(cli, [
+        "prepare", str(three_subjects), "-o", str(tmp_path / "cache"), "--points", "16", "--group-size", "32",
+        "--validation-subject", "sub-03", "--max-streamlines-per-bundle", "100",
+    ])
+    assert result.exit_code == 0, result.output
+    cache = load_cache(tmp_path / "cache")
+    assert cache.manifest["split"]["validation_subjects"] == ["sub-03"]
+    assert {s["streamlines"] for s in cache.manifest["sources"]} == {100}
+    assert np.array_equal(cache.validation, cache.subject_labels == cache.subject_names.index("sub-03"))

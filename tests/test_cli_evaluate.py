@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
+from tractvq.buan import group_rng
 from tractvq.cli.main import cli
 from tractvq.models import BundleAutoencoder, preset_config, save_model
 
@@ -35,12 +37,45 @@ def test_evaluate_models_side_by_side_with_csv_and_json(sample_bundle, model_fil
 
 def test_evaluate_pair_and_mismatched_counts(sample_bundle):
     runner = CliRunner()
-    result = runner.invoke(cli, ["evaluate", str(sample_bundle), str(sample_bundle), "--protocol", "paper"])
+    result = runner.invoke(cli, ["evaluate", str(sample_bundle), str(sample_bundle), "--protocol", "paper", "--range", "-100", "100"])
     assert result.exit_code == 0, result.output
     assert "1.00000 ± 0.00000" in result.output and "threshold 0.05" in result.output
     other = sample_bundle.with_name("sub-vqdiff__PYT_R.trk")
     result = runner.invoke(cli, ["evaluate", str(sample_bundle), str(other)])
     assert result.exit_code == 2 and "192 streamlines" in result.output and "320" in result.output
+
+
+def test_evaluate_paper_protocol_is_dipy_in_the_given_global_range(tmp_path):
+    from dipy.segment.bundles import bundle_shape_similarity
+
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 1, 64)
+    centre = np.stack([0.6 * t - 0.35, 0.15 * np.sin(np.pi * t), 0.1 * t])  # (3, 64), published units
+    original = (centre + rng.normal(0, 0.03, (128, 3, 1))).astype(np.float32)  # (N, 3, 64)
+    reconstruction = (original + rng.normal(0, 0.02, original.shape)).astype(np.float32)
+    np.save(tmp_path / "original.npy", original)
+    np.save(tmp_path / "reconstruction.npy", reconstruction)
+    expected = np.mean([
+        bundle_shape_similarity(list(original[64 * g:64 * (g + 1)].transpose(0, 2, 1)),
+                                list(reconstruction[64 * g:64 * (g + 1)].transpose(0, 2, 1)), group_rng(0, g),
+                                clust_thr=[0], threshold=0.05)
+        for g in range(2)
+    ])
+    assert 0.9 < expected < 1
+    runner = CliRunner()
+    arguments = ["evaluate", str(tmp_path / "original.npy"), str(tmp_path / "reconstruction.npy"), "--protocol", "paper"]
+    result = runner.invoke(cli, arguments)
+    assert result.exit_code == 2 and "give --range MIN MAX in mm" in result.output
+    result = runner.invoke(cli, [*arguments, "--range", "-100", "100", "--json", str(tmp_path / "t.json")])
+    assert result.exit_code == 0, result.output
+    buan = json.loads((tmp_path / "t.json").read_text())["results"][0]
+    assert buan["metric"] == "buan" and buan["mean"] == pytest.approx(expected, rel=0, abs=1e-6)
+
+
+def test_evaluate_cache_refuses_a_range(tmp_path):
+    (tmp_path / "manifest.json").write_text("{}")
+    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path), "-m", "default", "--range", "-100", "100"])
+    assert result.exit_code == 2 and "--range does not apply to a cache" in result.output
 
 
 def test_evaluate_codes_file_as_reconstruction(sample_bundle, model_file, tmp_path):

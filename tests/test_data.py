@@ -149,3 +149,132 @@ def test_rigid_transform_with_fixed_normalisation_stays_in_millimetres(tractogra
     for index in range(len(groups)):
         a, b = stored_mm[index].reshape(-1, 3), augmented_mm[index].reshape(-1, 3)
         np.testing.assert_allclose(np.linalg.norm(a[1:] - a[:-1], axis=1), np.linalg.norm(b[1:] - b[:-1], axis=1), atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def in_mm(tractogram):
+    """Groups stored in millimetres (normalisation "none"): an augmented batch is in mm too."""
+    return group(tractogram, GroupingSettings(n_points=16, group_size=16, normalization="none"))
+
+
+def _augmented(groups, seed=0, **options):
+    everything = np.arange(len(groups))
+    return GroupDataset(groups, Augmentation(**options), seed=seed).batch(everything, keys=everything + 7).numpy()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"scaling": 1.0}, r"scaling must be in \[0, 1\), got 1.0"),
+        ({"shear": -0.1}, r"shear must be in \[0, 1\), got -0.1"),
+        ({"elastic_mm": float("nan")}, "elastic_mm must be finite and >= 0, got nan"),
+        ({"jitter_mm": float("inf")}, "jitter_mm must be finite and >= 0, got inf"),
+        ({"resampling": 1.5}, r"resampling must be in \[0, 1\], got 1.5"),
+        ({"partial_groups": -1}, r"partial_groups must be in \[0, 1\], got -1"),
+        ({"mixed_groups": 2}, r"mixed_groups must be in \[0, 1\], got 2"),
+    ],
+)
+def test_new_augmentation_options_are_checked(options, message):
+    with pytest.raises(ValueError, match=message):
+        Augmentation(**options)
+
+
+def test_every_option_is_off_by_default():
+    defaults = Augmentation().to_dict()
+    assert set(defaults) == {
+        "rotation_degrees", "translation_mm", "streamline_dropout", "scaling", "shear", "elastic_mm", "jitter_mm",
+        "resampling", "partial_groups", "mixed_groups",
+    }
+    assert not any(defaults.values()) and not Augmentation().enabled
+    assert all(Augmentation(**{name: 0.5}).enabled for name in defaults)
+
+
+def test_jitter_is_gaussian_noise_of_the_given_standard_deviation(in_mm):
+    noise = _augmented(in_mm, jitter_mm=0.5) - in_mm.data
+    assert noise.std() == pytest.approx(0.5, rel=0.03) and abs(noise.mean()) < 0.02
+    assert abs(np.corrcoef(noise[..., 1:].ravel(), noise[..., :-1].ravel())[0, 1]) < 0.05  # independent points
+
+
+def test_elastic_warp_is_smooth_and_as_large_as_asked(in_mm):
+    displacement = _augmented(in_mm, elastic_mm=2) - in_mm.data  # (G, 3, S, P) mm
+    lengths = np.linalg.norm(displacement, axis=1)
+    np.testing.assert_allclose(lengths.reshape(len(in_mm), -1).max(axis=1), 2, rtol=1e-5)
+    # neighbouring points move alike: along a streamline the displacement changes slowly
+    change = np.linalg.norm(np.diff(displacement, axis=3), axis=1)
+    steps = np.linalg.norm(np.diff(in_mm.data, axis=3), axis=1)
+    assert change.mean() < 0.5 * lengths.mean() and (change / steps).max() < 0.2
+    jitter = _augmented(in_mm, jitter_mm=1) - in_mm.data  # not smooth: fails the same check
+    assert np.linalg.norm(np.diff(jitter, axis=3), axis=1).mean() > np.linalg.norm(jitter, axis=1).mean()
+
+
+def _affine_fit(before, after):
+    """Least-squares ``after = A @ before + b`` of points (3, N): A, and the largest residual."""
+    design = np.concatenate([before.T, np.ones((before.shape[1], 1))], axis=1)  # (N, 4)
+    solution, *_ = np.linalg.lstsq(design, after.T, rcond=None)
+    residual = np.abs(design @ solution - after.T).max()
+    return solution[:3].T, residual
+
+
+@pytest.mark.parametrize("option", ["scaling", "shear"])
+def test_scaling_and_shear_are_affine_maps_within_their_bounds(in_mm, option):
+    batch = _augmented(in_mm, **{option: 0.2})
+    for index in range(len(in_mm)):
+        linear, residual = _affine_fit(in_mm.data[index].reshape(3, -1).astype(float), batch[index].reshape(3, -1))
+        assert residual < 1e-3  # affine: straight lines stay straight, parallel ones parallel
+        diagonal, off_diagonal = np.diag(linear), linear[~np.eye(3, dtype=bool)]
+        if option == "scaling":
+            assert np.all(np.abs(diagonal - 1) <= 0.2 + 1e-5) and np.abs(off_diagonal).max() < 1e-5
+        else:
+            np.testing.assert_allclose(diagonal, 1, atol=1e-5)
+            assert np.abs(off_diagonal).max() <= 0.2 + 1e-5
+        assert not np.allclose(linear, np.eye(3), atol=1e-3)
+
+
+def test_resampling_keeps_the_ends_and_cuts_corners(in_mm):
+    batch = _augmented(in_mm, resampling=1.0)
+    np.testing.assert_array_equal(batch[..., [0, -1]], in_mm.data[..., [0, -1]])  # DIPY keeps both ends
+    length = np.linalg.norm(np.diff(batch, axis=3), axis=1).sum(axis=2)  # (G, S)
+    stored_length = np.linalg.norm(np.diff(in_mm.data, axis=3), axis=1).sum(axis=2)
+    assert np.all(length <= stored_length * (1 + 1e-5)) and (length < stored_length * 0.999).mean() > 0.5
+    assert np.array_equal(_augmented(in_mm, resampling=0.0), in_mm.data)
+
+
+def test_partial_groups_keep_fewer_distinct_rows_in_place(in_mm):
+    size = in_mm.data.shape[2]
+    keys = np.arange(60)
+    indices = keys % len(in_mm)
+    batch = GroupDataset(in_mm, Augmentation(partial_groups=1.0), seed=0).batch(indices, keys=keys).numpy()
+    kept_counts = []
+    for item, index in enumerate(indices):
+        rows = _source_rows(batch[item], in_mm.data[index])
+        kept = sorted(set(rows))
+        assert rows == sorted(rows) and all(rows[row] == row for row in kept)  # real rows, in place
+        kept_counts.append(len(kept))
+    assert 1 <= min(kept_counts) and max(kept_counts) <= size - 1  # always fewer than S
+    assert len(set(kept_counts)) > 5 and abs(np.mean(kept_counts) - size / 2) < 2  # uniform in [1, S - 1]
+    half = GroupDataset(in_mm, Augmentation(partial_groups=0.5), seed=0).batch(indices, keys=keys).numpy()
+    whole = [np.array_equal(half[item], in_mm.data[index]) for item, index in enumerate(indices)]
+    assert 0.3 < np.mean(whole) < 0.7
+
+
+def test_mixed_groups_draw_real_streamlines_from_many_groups(in_mm):
+    batch = _augmented(in_mm, mixed_groups=1.0)
+    real = in_mm.data.transpose(0, 2, 1, 3)[in_mm.mask]  # (N, 3, P): every streamline once
+    owner = np.nonzero(in_mm.mask)[0]  # its group
+    for item in batch:
+        rows = item.transpose(1, 0, 2)  # (S, 3, P)
+        distances = np.abs(rows[:, None] - real[None]).max(axis=(2, 3))  # (S, N)
+        assert np.all(distances.min(axis=1) < 1e-4)  # every row is a real streamline
+        assert len(set(owner[distances.argmin(axis=1)])) > 3  # from several groups
+    assert not np.array_equal(batch, in_mm.data)
+
+
+def test_every_option_is_seeded_and_leaves_the_others_draws_alone(in_mm):
+    options = {"rotation_degrees": 5, "scaling": 0.1, "shear": 0.05, "elastic_mm": 2, "resampling": 0.5,
+               "partial_groups": 0.3, "mixed_groups": 0.2, "streamline_dropout": 0.1}
+    first = _augmented(in_mm, **options, jitter_mm=0.3)
+    assert np.array_equal(first, _augmented(in_mm, **options, jitter_mm=0.3))
+    assert not np.allclose(first, _augmented(in_mm, seed=1, **options, jitter_mm=0.3), atol=1e-2)
+    # turning the jitter on adds the noise to the very same group
+    noise = first - _augmented(in_mm, **options)
+    assert noise.std() == pytest.approx(0.3, rel=0.05)

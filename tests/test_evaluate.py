@@ -1,26 +1,23 @@
-"""tractvq.evaluate: BUAN identical to DIPY's, MDF, tables."""
+"""tractvq.buan, tractvq.scoring and tractvq.evaluate: BUAN identical to DIPY's, MDF, tables, file pairs."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from dipy.segment.bundles import bundle_shape_similarity
 
 from tractvq import io
+from tractvq.buan import buan_scores, buan_scores_dipy, group_rng, protocol
 from tractvq.bundles import PAPER_SETTINGS, GroupedBundles, GroupingSettings, group
 from tractvq.errors import OutputError, TractogramError
-from tractvq.evaluate import (
-    buan_scores,
-    buan_scores_dipy,
-    code_statistics,
-    evaluate_reconstruction,
-    group_rng,
-    protocol,
-    score_groups,
-    summarize,
-)
+from tractvq.evaluate import evaluate_reconstruction, model_label
+from tractvq.scoring import code_statistics, score_groups, summarize
+
+#: The published VQ-Diff arrays: in the project's workspace next to the repository, not in a clone.
+PUBLISHED_ARRAYS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tractoinferno_subject"
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +90,61 @@ def test_paper_protocol_is_the_published_hand_call(sample_bundle):
     assert list(scores.values["buan"]) == expected
 
 
+def _synthetic_bundle(n_streamlines: int = 256) -> np.ndarray:
+    """A bundle in the published arrays' layout ``(N, 3, 64)`` and units, within [-0.45, 0.33]
+    (so that a range fitted to it is not the global one)."""
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 1, 64)
+    centre = np.stack([0.6 * t - 0.35, 0.15 * np.sin(np.pi * t), 0.1 * t - 0.05])  # (3, 64)
+    bends = rng.normal(0, 0.04, (n_streamlines, 3, 1)) * np.sin(np.pi * t) + rng.normal(0, 0.03, (n_streamlines, 3, 1))
+    return (centre + bends).astype(np.float32)
+
+
+@pytest.fixture(params=["published", "synthetic"])
+def paper_pair(request, tmp_path):
+    """An original bundle in the published units and a noisy "reconstruction" of it, as arrays
+    and as ``.npy`` files: the published MCP bundle (skipped without ../shared) or a built one."""
+    if request.param == "published":
+        if not PUBLISHED_ARRAYS.is_dir():
+            pytest.skip(f"the published arrays are not here ({PUBLISHED_ARRAYS})")
+        original = np.load(PUBLISHED_ARRAYS / "MCP.npy")
+    else:
+        original = _synthetic_bundle()
+    reconstruction = (original + np.random.default_rng(1).normal(0, 0.02, original.shape)).astype(np.float32)
+    paths = tmp_path / "original" / "MCP.npy", tmp_path / "reconstruction" / "MCP.npy"
+    for path, array in zip(paths, (original, reconstruction)):
+        path.parent.mkdir()
+        np.save(path, array)
+    return original, reconstruction, *paths
+
+
+def _published_loop(original: np.ndarray, reconstruction: np.ndarray, seed: int) -> np.ndarray:
+    """The published protocol by hand: DIPY on each 64-streamline group of the arrays as they are."""
+    def streamlines(array, g):
+        return list(array[64 * g:64 * (g + 1)].transpose(0, 2, 1))  # 64 x (64 points, 3)
+
+    return np.array([
+        bundle_shape_similarity(streamlines(original, g), streamlines(reconstruction, g), group_rng(seed, g),
+                                clust_thr=[0], threshold=0.05)
+        for g in range(len(original) // 64)
+    ])
+
+
+def test_paper_protocol_is_dipy_on_the_published_arrays_in_the_global_range(paper_pair):
+    original, reconstruction, original_path, reconstruction_path = paper_pair
+    expected = _published_loop(original, reconstruction, seed=3)
+    assert 0.9 < expected.mean() < 1  # not saturated; in the bundle's own range it would score about 0.5
+    _, scores = evaluate_reconstruction(original_path, reconstruction_path, metrics=["buan"], protocol=protocol("paper"),
+                                        coordinate_range=(-100, 100), seed=3)
+    np.testing.assert_allclose(scores["reconstruction"].values["buan"], expected, rtol=0, atol=1e-6)
+
+
+def test_paper_protocol_refuses_to_guess_the_global_range(paper_pair):
+    _, _, original_path, reconstruction_path = paper_pair
+    with pytest.raises(ValueError, match="paper protocol .* give coordinate_range"):
+        evaluate_reconstruction(original_path, reconstruction_path, protocol=protocol("paper"))
+
+
 def test_table_csv_and_json_refuse_to_overwrite(groups, tmp_path):
     scores = score_groups(groups, groups.data, metrics=["buan", "mdf"])
     table = summarize({"identity": scores}, ["buan", "mdf"], settings={"seed": 0})
@@ -126,8 +178,6 @@ def test_code_statistics_count_only_the_codes_seen():
 
 
 def test_model_labels_name_run_folders_and_stay_unique():
-    from tractvq.evaluate import model_label
-
     assert model_label("runs/diveq/model.pt", []) == "diveq"
     assert model_label("model.pt", []) == "model"
     assert model_label("weights/vq.pt", ["vq"]) == "vq-2"

@@ -1,4 +1,5 @@
 import shutil
+import zipfile
 
 import nibabel as nib
 import numpy as np
@@ -194,3 +195,96 @@ def test_read_space_attributes_of_a_nifti(tmp_path):
     got_affine, dimensions, voxel_sizes, order = io.read_space_attributes(tmp_path / "t1.nii.gz")
     np.testing.assert_array_equal(got_affine, affine)
     assert list(dimensions) == [10, 12, 14] and list(voxel_sizes) == [2, 2, 2] and order == "RAS"
+
+
+def _trx_with_groups(path, streamlines, groups, space=(np.eye(4), np.array([200, 200, 200]), np.ones(3), "RAS")):
+    """A .trx file written by trx-python itself, with ``groups`` (name -> indices)."""
+    from trx import trx_file_memmap
+
+    trx = trx_file_memmap.TrxFile.from_sft(io.make_tractogram(streamlines, space))
+    trx.groups = {name: np.asarray(indices, np.uint32) for name, indices in groups.items()}
+    trx_file_memmap.save(trx, str(path))
+    trx.close()
+    return path
+
+
+def _walks(count, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(rng.normal(size=(12, 3)).cumsum(axis=0) + 100).astype(np.float32) for _ in range(count)]
+
+
+def test_trx_groups_are_bundles_with_the_rest_as_ungrouped(tmp_path):
+    walks = _walks(9)
+    path = _trx_with_groups(tmp_path / "subject.trx", walks, {"B": [5, 1], "A": [0, 1, 2], "E": []})
+    records = io.find_tractograms(path)
+    assert [(r.subject, r.bundle, r.group) for r in records] == [
+        (tmp_path.name, "A", "A"), (tmp_path.name, "B", "B"), (tmp_path.name, "E", "E"), (tmp_path.name, "ungrouped", None)
+    ]
+    assert [r.indices.tolist() for r in records] == [[0, 1, 2], [5, 1], [], [3, 4, 6, 7, 8]]
+    for record in records:  # each bundle holds its streamlines, in the group's order
+        got = io.read_record(record).streamlines
+        assert len(got) == len(record.indices)
+        for streamline, index in zip(got, record.indices):
+            np.testing.assert_allclose(streamline, walks[index], atol=1e-4)
+
+
+def test_a_trx_without_groups_stays_one_bundle_and_a_group_may_be_named_ungrouped(tmp_path):
+    plain = _trx_with_groups(tmp_path / "plain.trx", _walks(3), {})
+    assert [(r.bundle, r.group, r.indices) for r in io.find_tractograms(plain)] == [("plain", None, None)]
+    taken = _trx_with_groups(tmp_path / "taken.trx", _walks(3), {"ungrouped": [0]})
+    assert [r.bundle for r in io.find_tractograms(taken)] == ["ungrouped", "ungrouped_"]
+
+
+def test_the_groups_of_one_trx_are_read_from_one_load(tmp_path, monkeypatch):
+    path = _trx_with_groups(tmp_path / "subject.trx", _walks(6), {name: [index] for index, name in enumerate("ABCDEF")})
+    loads, original = [], io.load
+    monkeypatch.setattr(io, "load", lambda *args: loads.append(args) or original(*args))
+    assert [len(io.read_record(record)) for record in io.find_tractograms(path)] == [1] * 6
+    assert len(loads) == 1
+
+
+def test_a_tractography_folder_gives_its_subject_and_any_file(tmp_path):
+    folder = tmp_path / "out" / "subj-7" / "tractography"
+    folder.mkdir(parents=True)
+    _trx_with_groups(folder / "whole_brain.trx", _walks(2), {"AF_L": [0, 1]})
+    assert [(r.subject, r.bundle) for r in io.find_tractograms(tmp_path / "out")] == [("subj-7", "AF_L")]
+
+
+def _with_member(source, path, name, data):
+    shutil.copy(source, path)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("member", "data", "problem"),
+    [
+        ("groups/../x.uint32", np.array([0], np.uint32).tobytes(), r"member 'groups/\.\./x\.uint32' is not a TRX group"),
+        ("groups/.uint32", np.array([0], np.uint32).tobytes(), r"member 'groups/\.uint32' is not a TRX group"),
+        ("groups/sub/x.uint32", np.array([0], np.uint32).tobytes(), r"member 'groups/sub/x\.uint32' is not a TRX group"),
+        ("groups/a b\x07.uint32", np.array([0], np.uint32).tobytes(), r"TRX group name 'a b\\x07' is not usable"),
+        ("groups/F.float32", np.array([0], np.float32).tobytes(), r"TRX group 'F' is stored as 'float32', not as integer"),
+        ("groups/P.uint32", np.array([0, 3], np.uint32).tobytes(), r"TRX group 'P' points past the file's 3 streamlines"),
+        ("groups/T.uint32", np.array([1, 1], np.uint32).tobytes(), r"TRX group 'T' lists a streamline twice"),
+        ("groups/A.int64", np.array([1], np.int64).tobytes(), r"TRX group 'A' appears twice"),
+        ("groups/H.uint32", b"\x00\x00", r"TRX group 'H' does not hold whole indices"),
+    ],
+)
+def test_hostile_trx_groups_are_refused_naming_the_file(tmp_path, member, data, problem):
+    good = _trx_with_groups(tmp_path / "good.trx", _walks(3), {"A": [0]})
+    bad = _with_member(good, tmp_path / "bad.trx", member, data)
+    with pytest.raises(TractogramError, match=rf"bad\.trx: {problem}"):
+        io.find_tractograms(bad)
+
+
+def test_save_writes_groups_into_a_trx_only(tmp_path):
+    tractogram = io.make_tractogram(_walks(4), (np.eye(4), np.array([200, 200, 200]), np.ones(3), "RAS"))
+    written = io.save(tractogram, tmp_path / "out.trx", groups={"X": np.array([3, 0]), "Y": np.array([], int)})
+    count, groups = io.trx_groups(written)
+    assert count == 4 and {name: indices.tolist() for name, indices in groups.items()} == {"X": [3, 0], "Y": []}
+    with pytest.raises(TractogramError, match=r"out\.trk: only \.trx files hold groups"):
+        io.save(tractogram, tmp_path / "out.trk", groups={"X": np.array([0])})
+    with pytest.raises(TractogramError, match=r"TRX group name '\.\./x' is not usable"):
+        io.save(tractogram, tmp_path / "hostile.trx", groups={"../x": np.array([0])})
+    assert not (tmp_path / "hostile.trx").exists() and not (tmp_path / "x.uint32").exists()

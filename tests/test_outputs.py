@@ -62,7 +62,7 @@ def test_atomic_output_replaces_a_folder_and_uses_default_permissions(tmp_path):
     target = tmp_path / "cache"
     target.mkdir()
     (target / "stale").write_text("x")
-    with atomic_output(target, force=True, directory=True) as folder:
+    with atomic_output(target, force=True, directory=True, owned=("stale",)) as folder:
         (folder / "fresh").write_text("y")
     assert sorted(path.name for path in target.iterdir()) == ["fresh"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["cache"]
@@ -140,9 +140,9 @@ def test_a_forced_folder_keeps_the_old_one_when_publishing_fails(tmp_path, monke
     monkeypatch.setattr(os, "rename", second_rename_fails)
     with pytest.raises(OutputError, match=r"cache: cannot be written \(Input/output error\)"):
         with atomic_output(target, force=True, directory=True) as folder:
-            (folder / "new").write_text("y")
+            (folder / "old").write_text("y")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["cache"]
-    assert sorted(path.name for path in target.iterdir()) == ["old"]
+    assert (target / "old").read_text() == "x"
 
 
 def test_check_output_names_impossible_paths(tmp_path):
@@ -155,3 +155,18 @@ def test_check_output_names_impossible_paths(tmp_path):
         check_output(tmp_path / ("x" * 300 + ".npz"))
     with pytest.raises(OutputError, match=r"out\.trk: the file name must end in \.npz$"):
         check_output(tmp_path / "out.trk", suffix=".npz")
+
+
+def test_force_never_replaces_a_folder_holding_files_the_output_does_not_write(tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "notes.txt").write_text("the user's")
+    (output / "result.txt").write_text("old")
+    with pytest.raises(OutputError, match="holds 'notes.txt', which this command does not write"):
+        with atomic_output(output, force=True, directory=True) as folder:
+            (folder / "result.txt").write_text("new")
+    assert (output / "notes.txt").read_text() == "the user's" and (output / "result.txt").read_text() == "old"
+    with atomic_output(output, force=True, directory=True, owned=("notes.txt",)) as folder:
+        (folder / "result.txt").write_text("new")  # a name this kind of output may write: replaced
+    assert sorted(path.name for path in output.iterdir()) == ["result.txt"]
+    assert [path.name for path in tmp_path.iterdir()] == ["out"]  # nothing left aside

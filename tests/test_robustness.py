@@ -9,7 +9,7 @@ import torch
 from tractvq import io
 from tractvq.bundles import group
 from tractvq.cache import load_cache, prepare
-from tractvq.evaluate import run_model, score_groups
+from tractvq.evaluate import run_model
 from tractvq.models import BundleAutoencoder, preset_config
 from tractvq.robustness import (
     PUBLISHED_ALPHAS,
@@ -20,6 +20,7 @@ from tractvq.robustness import (
     perturbation_study,
     plot_perturbation,
 )
+from tractvq.scoring import score_groups
 
 
 @pytest.fixture(scope="module")

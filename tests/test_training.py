@@ -6,6 +6,7 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,10 +23,10 @@ from tractvq.training import (
     RunConfigError,
     TrainConfig,
     TrainingInterrupted,
-    _LearningRate,
     resolve_device,
     train,
 )
+from tractvq.training.config import LearningRateSchedule
 
 TINY = {"channels": (8, 16, 16), "hidden_channels": 16, "residual_channels": 8, "latent_dim": 8, "codebook_size": 32}
 #: Four steps with everything on: warm-up, cosine, clipping, augmentation, a stochastic
@@ -181,11 +182,11 @@ def test_model_that_cannot_take_the_cache_groups(cache, tmp_path):
 
 
 def test_learning_rate_schedule():
-    cosine = _LearningRate(TrainConfig(steps=11, warmup_steps=2, final_lr_fraction=0.1))
+    cosine = LearningRateSchedule(TrainConfig(steps=11, warmup_steps=2, final_lr_fraction=0.1))
     assert [cosine(step) for step in (0, 1)] == [0.5, 1.0]
     assert cosine(2) == pytest.approx(1.0) and cosine(11) == pytest.approx(0.1) and cosine(50) == pytest.approx(0.1)
     assert cosine(2 + 9 // 2) < 1 and cosine(6) == pytest.approx(0.55 + 0.45 * torch.cos(torch.tensor(torch.pi * 4 / 9)).item())
-    constant = _LearningRate(TrainConfig(lr_schedule="constant"))
+    constant = LearningRateSchedule(TrainConfig(lr_schedule="constant"))
     assert constant(0) == constant(10_000) == 1.0
 
 
@@ -199,6 +200,9 @@ def test_learning_rate_schedule():
         ({"grad_clip": 0.0}, "grad_clip must be positive or None, got 0.0"),
         ({"device": "tpu"}, "device must be one of auto, cpu, cuda"),
         ({"augmentation": {"streamline_dropout": 2}}, "streamline_dropout must be in"),
+        ({"augmentation": {"rotation": 5}}, r"unknown augmentation key\(s\) 'rotation'; the keys are: elastic_mm"),
+        # only Python ints: a NumPy integer would pass here and fail when config.json is written
+        ({"steps": np.int64(4)}, "steps must be an integer >= 1, got np.int64"),
     ],
 )
 def test_train_config_rejects_bad_values(changes, message):
@@ -209,8 +213,10 @@ def test_train_config_rejects_bad_values(changes, message):
 def test_train_config_round_trips_through_a_dict():
     assert TrainConfig.from_dict(CONFIG.to_dict()) == CONFIG
     assert json.loads(json.dumps(CONFIG.to_dict()))["augmentation"]["rotation_degrees"] == 5
-    with pytest.raises(ValueError, match="unknown training config key"):
+    with pytest.raises(ValueError, match=r"unknown training config key\(s\) 'epochs'; the keys are: augmentation"):
         TrainConfig.from_dict({"epochs": 3})
+    with pytest.raises(ValueError, match="training config must be a mapping of TrainConfig fields, got list"):
+        TrainConfig.from_dict([("steps", 3)])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")

@@ -39,7 +39,7 @@ from dipy.tracking.streamline import length as streamline_length
 from dipy.tracking.streamline import set_number_of_points
 
 from tractvq.errors import TractogramError
-from tractvq.io import SpaceAttributes, check_space_attributes, make_tractogram
+from tractvq.io import SpaceAttributes, check_group_name, check_space_attributes, make_tractogram
 from tractvq.outputs import atomic_output
 
 __all__ = [
@@ -57,7 +57,9 @@ __all__ = [
 
 STRATEGIES = ("spatial", "sequential", "random")
 NORMALIZATIONS = ("group", "global", "none")
-_FORMAT_VERSION = 1
+#: Version of the ``grouping`` description; 2 added each source's TRX group, streamline
+#: indices in its file and dropped data (absent in version 1: whole files, nothing dropped).
+_FORMAT_VERSION = 2
 #: Points along a streamline used as its shape features (start, quarters, middle, end).
 _FEATURE_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -136,9 +138,17 @@ class BundleSource:
     path : str
         Source file ("" when built in memory).
     n_streamlines : int
-        Streamline count of the source.
+        Streamline count of the bundle.
     space_attributes : tuple
         ``(affine, dimensions, voxel_sizes, voxel_order)`` of the source's reference.
+    group : str or None
+        The TRX group the bundle was (None: a whole file, or the streamlines of a grouped
+        .trx in no group).
+    file_indices : ndarray of int64, shape (n_streamlines,), or None
+        Index of each of the bundle's streamlines in the source file (None: the whole file,
+        in order). The bundles of one .trx file are written back into one file with them.
+    dropped : tuple of str
+        The source's data that is not encoded (``"data_per_point 'FA'"``, ...).
     """
 
     subject: str
@@ -146,6 +156,9 @@ class BundleSource:
     path: str
     n_streamlines: int
     space_attributes: SpaceAttributes = field(repr=False, compare=False)
+    group: str | None = None
+    file_indices: np.ndarray | None = field(default=None, repr=False, compare=False)
+    dropped: tuple[str, ...] = ()
 
 
 def resample(
@@ -361,7 +374,7 @@ def group_streamlines(
     Returns
     -------
     GroupedBundles
-        With ``ceil(N / S)`` groups.
+        With ``ceil(N / S)`` groups (none for an empty bundle, e.g. an empty TRX group).
     """
     count, n_points, _ = points.shape
     if count != source.n_streamlines:
@@ -369,6 +382,13 @@ def group_streamlines(
     if n_points != settings.n_points:
         raise ValueError(f"settings say {settings.n_points} points, got streamlines of {n_points}")
     size = settings.group_size
+    if count == 0:
+        return GroupedBundles(
+            data=np.empty((0, 3, size, n_points), np.float32), bundle_index=np.empty(0, np.int64),
+            streamline_index=np.empty((0, size), np.int64), mask=np.empty((0, size), bool),
+            flipped=np.empty((0, size), bool), offset=np.empty((0, 3)), scale=np.empty(0),
+            sources=[source], settings=settings,
+        )
     shapes = _shape_features(points)  # (N, 5, 3): every decision below is taken on these
     if settings.strategy == "sequential":
         order = np.arange(count)
@@ -440,6 +460,8 @@ def group(
     subject: str = "",
     name: str = "",
     path: str | os.PathLike = "",
+    trx_group: str | None = None,
+    file_indices: np.ndarray | None = None,
 ) -> GroupedBundles:
     """Resample and group the streamlines of one tractogram (one bundle).
 
@@ -455,6 +477,11 @@ def group(
         Labels stored with the groups.
     path : str or os.PathLike, optional
         The source file, used in error messages and stored with the groups.
+    trx_group : str, optional
+        The TRX group the tractogram is (see :class:`tractvq.io.TractogramRecord`).
+    file_indices : ndarray of int, optional
+        Index of each streamline in the file (a TRX group or the streamlines in none). An
+        empty one gives a bundle without groups; an empty tractogram is refused otherwise.
 
     Returns
     -------
@@ -467,13 +494,25 @@ def group(
     """
     tractogram.to_rasmm()
     tractogram.to_center()
-    points = resample(tractogram, settings.n_points, source=path or name or None)
+    where = f"{os.fspath(path)} (group {trx_group!r})" if trx_group is not None else path or name or None
+    if file_indices is not None and len(tractogram.streamlines) == 0:
+        points = np.empty((0, settings.n_points, 3), np.float32)
+    else:
+        points = resample(tractogram, settings.n_points, source=where)
     source = BundleSource(
         subject=subject,
         name=name,
         path=os.fspath(path),
         n_streamlines=len(points),
         space_attributes=tuple(tractogram.space_attributes),
+        group=trx_group,
+        file_indices=None if file_indices is None else np.asarray(file_indices, dtype=np.int64),
+        dropped=tuple(
+            f"{kind} {key!r}"
+            for kind, data in (("data_per_point", tractogram.data_per_point),
+                               ("data_per_streamline", tractogram.data_per_streamline))
+            for key in sorted(data)
+        ),
     )
     return group_streamlines(points, settings, source=source)
 
@@ -604,6 +643,8 @@ class GroupedBundles:
     def concatenate(cls, parts: list[GroupedBundles]) -> GroupedBundles:
         """Join groups made with the same settings (e.g. the bundles of a subject).
 
+        One part is returned as it is (no copy of its groups).
+
         Raises
         ------
         ValueError
@@ -615,6 +656,8 @@ class GroupedBundles:
         for part in parts[1:]:
             if part.settings != settings:
                 raise ValueError(f"cannot join groups made with {part.settings} and {settings}")
+        if len(parts) == 1:
+            return parts[0]
         offsets = np.cumsum([0] + [len(part.sources) for part in parts[:-1]])
         return cls(
             data=np.concatenate([part.data for part in parts]),
@@ -641,15 +684,17 @@ class GroupedBundles:
         -------
         dict of str to ndarray
             ``grouping`` (a JSON string: settings and sources), the index map, mask, flips,
-            normalisation, the sources' references, and ``data`` if asked for.
+            normalisation, the sources' references, ``file_indices`` (the sources' that
+            have them, joined) if any, and ``data`` if asked for.
         """
         description = {
             "format_version": _FORMAT_VERSION,
             "shape": list(self.data.shape),
             "settings": asdict(self.settings),
             "sources": [
-                {key: getattr(source, key) for key in ("subject", "name", "path", "n_streamlines")}
-                | {"voxel_order": source.space_attributes[3]}
+                {key: getattr(source, key) for key in ("subject", "name", "path", "n_streamlines", "group")}
+                | {"voxel_order": source.space_attributes[3], "dropped": list(source.dropped),
+                   "file_indices": source.file_indices is not None}
                 for source in self.sources
             ],
         }
@@ -665,6 +710,9 @@ class GroupedBundles:
             "dimensions": np.stack([source.space_attributes[1] for source in self.sources]),
             "voxel_sizes": np.stack([source.space_attributes[2] for source in self.sources]),
         }
+        indexed = [source.file_indices for source in self.sources if source.file_indices is not None]
+        if indexed:
+            arrays["file_indices"] = np.concatenate(indexed).astype(np.int64)
         if with_data:
             arrays["data"] = self.data
         return arrays
@@ -692,8 +740,11 @@ class GroupedBundles:
         if not len(spaces) == len(arrays["dimensions"]) == len(arrays["voxel_sizes"]) == len(description["sources"]):
             raise TractogramError(path, "the number of references differs from the number of bundles")
         sources = [
-            BundleSource(entry["subject"], entry["name"], entry["path"], entry["n_streamlines"], space)
-            for entry, space in zip(description["sources"], spaces)
+            BundleSource(
+                entry["subject"], entry["name"], entry["path"], entry["n_streamlines"], space,
+                group=entry.get("group"), file_indices=indices, dropped=tuple(entry.get("dropped", ())),
+            )
+            for entry, space, indices in zip(description["sources"], spaces, _file_indices(arrays, description, path))
         ]
         if "data" in arrays:
             data = _array(arrays, "data", "f", 4, path)
@@ -780,6 +831,8 @@ class GroupedBundles:
             raise TractogramError(path, "the normalisation (offset, scale) must be finite with scale > 0")
         if n_groups and not 0 <= self.bundle_index.min() <= self.bundle_index.max() < len(self.sources):
             raise TractogramError(path, f"bundle_index must be in 0..{len(self.sources) - 1}")
+        for source in self.sources:
+            _check_file_indices(path, source)
         counts_of = np.array([source.n_streamlines for source in self.sources], dtype=np.int64)
         bounds = counts_of[self.bundle_index][:, None] if n_groups else np.zeros((0, 1), np.int64)
         if np.any((self.streamline_index < 0) | (self.streamline_index >= bounds)):
@@ -792,6 +845,38 @@ class GroupedBundles:
                 raise TractogramError(
                     path, f"bundle {source.name!r}: not every streamline has exactly one row"
                 )
+
+
+def _check_file_indices(path, source: BundleSource) -> None:
+    """A source's TRX group name and indices in its file: a usable name (see
+    :func:`tractvq.io.check_group_name`) only with indices; one non-negative index per
+    streamline, none twice."""
+    if source.group is not None:
+        check_group_name(path, source.group)
+        if source.file_indices is None:
+            raise TractogramError(path, f"bundle {source.name!r} is a TRX group without its streamlines' indices")
+    indices = source.file_indices
+    if indices is None:
+        return
+    if indices.shape != (source.n_streamlines,):
+        raise TractogramError(path, f"bundle {source.name!r}: {indices.shape} file indices for {source.n_streamlines} streamlines")
+    if indices.size and (indices.min() < 0 or len(np.unique(indices)) != len(indices)):
+        raise TractogramError(path, f"bundle {source.name!r}: file indices must be distinct and not negative")
+
+
+def _file_indices(arrays, description: dict, path) -> list[np.ndarray | None]:
+    """Each source's slice of the ``file_indices`` array (None for sources without)."""
+    flags = [entry.get("file_indices", False) for entry in description["sources"]]
+    if not any(flags):
+        return [None] * len(flags)
+    joined = _array(arrays, "file_indices", "iu", 1, path)
+    counts = [entry["n_streamlines"] for entry, flag in zip(description["sources"], flags) if flag]
+    if len(joined) != sum(counts):
+        raise TractogramError(path, f"file_indices holds {len(joined)} indices for {sum(counts)} streamlines")
+    if joined.size and joined.max() > np.iinfo(np.int64).max:
+        raise TractogramError(path, "file_indices holds indices beyond int64")
+    parts = iter(np.split(joined.astype(np.int64), np.cumsum(counts)[:-1]))
+    return [next(parts) if flag else None for flag in flags]
 
 
 def _read_description(arrays, path) -> dict:
@@ -812,11 +897,17 @@ def _read_description(arrays, path) -> dict:
         and all(_is_count(value) for value in description["shape"])
     ):
         raise TractogramError(path, "not a tractvq groups description (bad 'grouping' JSON)")
+    version = description.get("format_version", 1)
+    if not _is_count(version) or version > _FORMAT_VERSION:
+        raise TractogramError(path, f"grouping format {version!r} is not one this tractvq reads; update tractvq")
     fields = {"subject": str, "name": str, "path": str, "voxel_order": str}
+    optional = {"group": (str, type(None)), "file_indices": bool, "dropped": list}  # format version 2
     for entry in description["sources"]:
         if not (
             isinstance(entry, dict)
             and all(isinstance(entry.get(key), kind) for key, kind in fields.items())
+            and all(isinstance(entry[key], kind) for key, kind in optional.items() if key in entry)
+            and all(isinstance(item, str) and item.isprintable() for item in entry.get("dropped", ()))
             and _is_count(entry.get("n_streamlines"))
         ):
             raise TractogramError(path, f"bad bundle description in 'grouping': {str(entry)[:80]}")

@@ -34,6 +34,8 @@ __all__ = ["TrainingCache", "prepare", "load_cache", "split_groups"]
 
 _CACHE_FORMAT = "tractvq-cache"
 _CACHE_VERSION = 1
+#: Domain tag of the subsampling's random streams (:func:`split_groups` draws from the bare seed).
+_SUBSAMPLE_STREAM = 1
 #: What :func:`prepare` writes, all a cache folder holds.
 _CACHE_FILES = ("groups.npz", "labels.npz", "manifest.json")
 
@@ -119,6 +121,8 @@ def prepare(
     validation_fraction: float = 0.1,
     seed: int = 0,
     holdout_bundles: Sequence[str] = (),
+    validation_subjects: Sequence[str] = (),
+    max_streamlines_per_bundle: int | None = None,
     force: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -139,12 +143,21 @@ def prepare(
     mm_per_unit : float, optional
         Scale of published arrays (see :func:`tractvq.io.load_array`).
     validation_fraction : float, optional
-        Held-out fraction: of subjects when there are several, else of groups.
+        Held-out fraction: of subjects when there are several, else of groups. Not used
+        when ``validation_subjects`` are named (the manifest records None then).
     seed : int, optional
-        Seed of the split.
+        Seed of the split and of the subsampling.
     holdout_bundles : sequence of str, optional
         Bundles held out whole (every group of them is validation, for generalisation to
         unseen bundles); the other groups are split as above.
+    validation_subjects : sequence of str, optional
+        Subjects held out whole, instead of a random ``validation_fraction`` of them (for
+        generalisation to chosen unseen subjects or datasets); at least one subject must
+        be left for training.
+    max_streamlines_per_bundle : int, optional
+        Keep at most this many streamlines of each bundle (of each subject), a seeded
+        random subset in file order, before grouping: bundles of thousands of streamlines
+        then weigh no more than this in training. None keeps them all.
     force : bool, optional
         Replace an existing cache, whole: a folder holding nothing but a cache's files, or
         an empty one. Any other folder is refused, so that no file prepare did not write is
@@ -165,18 +178,30 @@ def prepare(
     OutputError
         If ``output`` exists and ``force`` is false, exists and is not a cache, or cannot
         be written.
+    ValueError
+        If an option is out of range, a held-out bundle or subject is not among the
+        sources, or every subject is held out.
     """
     check_output(output, force=force, directory=True)
     _check_replaceable(Path(output))
     if not 0 <= validation_fraction < 1:
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
-    records = find_tractograms(*sources)
-    holdout_bundles = sorted(set(holdout_bundles))
-    unknown = sorted(set(holdout_bundles) - {record.bundle for record in records})
-    if unknown:
+    if max_streamlines_per_bundle is not None and not (
+        isinstance(max_streamlines_per_bundle, (int, np.integer)) and max_streamlines_per_bundle >= 1
+    ):
         raise ValueError(
-            f"cannot hold out bundle(s) {', '.join(unknown)}: not among the sources' bundles"
-            f" ({', '.join(sorted({record.bundle for record in records}))})"
+            f"max_streamlines_per_bundle must be an integer >= 1 or None, got {max_streamlines_per_bundle!r}"
+        )
+    if max_streamlines_per_bundle is not None:
+        max_streamlines_per_bundle = int(max_streamlines_per_bundle)  # JSON for the manifest
+    records = find_tractograms(*sources)
+    subject_names = sorted({record.subject for record in records})
+    bundle_names = sorted({record.bundle for record in records})
+    holdout_bundles = _known("bundle", holdout_bundles, bundle_names)
+    validation_subjects = _known("subject", validation_subjects, subject_names)
+    if validation_subjects and len(validation_subjects) == len(subject_names):
+        raise ValueError(
+            f"cannot hold out every subject ({', '.join(validation_subjects)}): none would be left for training"
         )
     if settings.normalization == "global" and settings.minimum is None:
         ranges = [
@@ -184,34 +209,46 @@ def prepare(
             for record in tqdm(records, desc="range", unit="file", leave=False, disable=not progress)
         ]
         settings = replace(settings, minimum=min(r[0] for r in ranges), maximum=max(r[1] for r in ranges))
-    parts = []
+    parts, read = [], []
     # leave=False: a bar an error ends is erased, so the error is the only line shown.
-    for record in tqdm(records, desc="grouping", unit="file", leave=False, disable=not progress):
+    for number, record in enumerate(tqdm(records, desc="grouping", unit="file", leave=False, disable=not progress)):
         tractogram = read_record(record, reference, mm_per_unit=mm_per_unit)
-        parts.append(group(tractogram, settings, subject=record.subject, name=record.bundle, path=record.path))
+        read.append(len(tractogram.streamlines))
+        file_indices = None
+        if max_streamlines_per_bundle is not None and read[-1] > max_streamlines_per_bundle:
+            rng = np.random.default_rng((seed, _SUBSAMPLE_STREAM, number))
+            chosen = np.sort(rng.permutation(read[-1])[:max_streamlines_per_bundle])
+            tractogram = tractogram[chosen]
+            file_indices = chosen if record.indices is None else record.indices[chosen]
+        parts.append(group(tractogram, settings, subject=record.subject, name=record.bundle, path=record.path,
+                           file_indices=file_indices))
     groups = GroupedBundles.concatenate(parts)
-    subject_names = sorted({record.subject for record in records})
-    bundle_names = sorted({record.bundle for record in records})
     subject_labels = np.array([subject_names.index(source.subject) for source in groups.sources])[groups.bundle_index]
     bundle_labels = np.array([bundle_names.index(source.name) for source in groups.sources])[groups.bundle_index]
     held_out = np.isin(bundle_labels, [bundle_names.index(name) for name in holdout_bundles])
     validation = held_out.copy()
-    validation[~held_out], unit = split_groups(subject_labels[~held_out], validation_fraction, seed)
+    if validation_subjects:
+        named = [subject_names.index(name) for name in validation_subjects]
+        validation[~held_out], unit, validation_fraction = np.isin(subject_labels[~held_out], named), "subject", None
+    else:
+        validation[~held_out], unit = split_groups(subject_labels[~held_out], validation_fraction, seed)
     manifest = {
         "format": _CACHE_FORMAT,
         "format_version": _CACHE_VERSION,
         "tractvq_version": __version__,
         "settings": asdict(settings),
         "split": {"unit": unit, "validation_fraction": validation_fraction, "seed": seed,
-                  "holdout_bundles": holdout_bundles},
+                  "holdout_bundles": holdout_bundles, "validation_subjects": validation_subjects},
+        "max_streamlines_per_bundle": max_streamlines_per_bundle,
         "groups": len(groups),
         "validation_groups": int(validation.sum()),
         "streamlines": sum(source.n_streamlines for source in groups.sources),
         "subjects": subject_names,
         "bundles": bundle_names,
         "sources": [
-            {"subject": record.subject, "bundle": record.bundle, "path": os.fspath(record.path)}
-            for record in records
+            {"subject": record.subject, "bundle": record.bundle, "path": os.fspath(record.path),
+             "streamlines": source.n_streamlines, "streamlines_read": count}
+            for record, source, count in zip(records, groups.sources, read)
         ],
     }
     with atomic_output(output, force=force, directory=True) as folder:
@@ -224,6 +261,17 @@ def prepare(
         )
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return Path(output)
+
+
+def _known(kind: str, names: Sequence[str], known: list[str]) -> list[str]:
+    """``names`` sorted and deduplicated; a name not in ``known`` is a ValueError listing them."""
+    names = sorted(set(names))
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(
+            f"cannot hold out {kind}(s) {', '.join(unknown)}: not among the sources' {kind}s ({', '.join(known)})"
+        )
+    return names
 
 
 def _check_replaceable(output: Path) -> None:

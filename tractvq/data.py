@@ -1,5 +1,5 @@
 """Training batches: the groups of a cache split as tensors, a step-seeded sampler, and
-augmentation that keeps the anatomy.
+augmentation that stands in for other subjects and tractography settings.
 
 Batches are a pure function of ``(seed, step)``: :class:`StepSampler` lays the groups out as
 an endless stream of seeded permutations (one per epoch) and step ``t`` takes positions
@@ -10,37 +10,68 @@ Augmentation draws each item's parameters from its own generator seeded by
 ``(seed, stream position)``, so an item is augmented the same way whatever the batch size
 split across ranks. Nothing here touches a global random state.
 
-Augmentation (:class:`Augmentation`, off by default) does only what a real group could also
-look like:
+Augmentation (:class:`Augmentation`, every option off by default) stands in for what other
+subjects, scanners and tractography settings would give; each option makes groups that a
+real dataset could hold:
 
 ``streamline_dropout``
     Each row of a group is dropped with this probability (at least one row stays) and
     replaced by a copy of the nearest kept row in the group's row order. The result is a
     group of a sparser bundle, made the way the cache itself completes a bundle's last group
-    (by repeating streamlines): every row is still a real streamline, unchanged, and the
-    rows keep their order (with grouping ``order=True`` neighbouring rows are neighbouring
-    streamlines, so a dropped row is replaced by a similar one). Resampling rows with
-    replacement, mixing groups or jittering points would create streamlines or groups that
-    do not exist.
+    (by repeating streamlines): every row is still a real streamline, and the rows keep
+    their order (with grouping ``order=True`` neighbouring rows are neighbouring
+    streamlines, so a dropped row is replaced by a similar one, and a repeated streamline
+    sits next to its copy, as the canonical order puts it).
+``partial_groups``
+    With this probability, a group keeps only ``k`` of its ``S`` rows, ``k`` uniform in
+    ``[1, S - 1]``, the others replaced as for dropout: the last, incomplete group of a
+    bundle, or a whole bundle of fewer than ``S`` streamlines (bundles range from tens to
+    thousands of streamlines).
+``mixed_groups``
+    With this probability, a group is made of ``S`` streamlines drawn uniformly from all
+    the split's streamlines (rows that are not repeats): a group of unrelated streamlines,
+    as a random grouping of a whole-brain tractogram gives.
+``resampling``
+    With this probability, every streamline of a group is resampled to ``P'`` points equally
+    spaced along it, ``P'`` uniform in ``[ceil(P / 2), 2 P]``, and back to ``P`` (DIPY's
+    ``set_number_of_points``): the corners a coarser (or finer) tracking step or a
+    compressed file would have cut, seen after the cache's resampling.
 ``rotation_degrees``
     A rotation by an angle uniform in ``[0, rotation_degrees]`` about a uniformly random axis
     through the group's centroid, in millimetres: a small change of head pose (a few
     degrees, well inside the spread of registration to a template).
+``scaling``, ``shear``
+    An affine map about the centroid: each axis scaled by a factor uniform in
+    ``[1 - scaling, 1 + scaling]``, then sheared by a matrix whose six off-diagonal entries
+    are uniform in ``[-shear, shear]``, before the rotation: head size and shape.
 ``translation_mm``
     A shift uniform in ``[-translation_mm, translation_mm]`` per axis, in millimetres. With
     per-group normalisation (the default) the centroid is removed again, so the shift has
     no effect; it matters for the global normalisation of the published model.
+``elastic_mm``
+    A smooth warp: the displacement field is a sum of :data:`ELASTIC_BUMPS` Gaussian bumps
+    of width :data:`ELASTIC_WIDTH_MM`, centred on random points of the group, with random
+    directions, scaled so that the largest displacement of the group's points is
+    ``elastic_mm``: anatomy that differs between subjects, beyond an affine map.
+``jitter_mm``
+    Independent Gaussian noise of this standard deviation on every coordinate of every
+    point, in millimetres: the noise of tracking.
 
-After the rigid transform the group is normalised again as the cache was
-(:class:`~tractvq.bundles.GroupingSettings.normalization`): per-group centroid and largest
-deviation (``group``), or the group's fixed offset and scale (``global``, ``none``).
-Validation batches are never augmented.
+The row options (dropout, partial and mixed groups) apply first, then resampling, the
+affine map (scaling, shear, rotation, translation), the warp and the jitter, all in
+millimetres (each group's ``scale`` and ``offset``); then the group is normalised again as
+the cache was (:class:`~tractvq.bundles.GroupingSettings.normalization`): per-group centroid
+and largest deviation (``group``), or the group's fixed offset and scale (``global``,
+``none``). Every item draws every option's parameters, in a fixed order, whether the option
+is on or not (the jitter's noise, drawn only when it is on, comes last), so turning one
+option on does not change what the others draw. Validation batches are never augmented.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -48,7 +79,7 @@ from torch import Tensor
 
 from tractvq.bundles import GroupedBundles
 
-__all__ = ["Augmentation", "GroupDataset", "StepSampler"]
+__all__ = ["Augmentation", "ELASTIC_BUMPS", "ELASTIC_WIDTH_MM", "GroupDataset", "StepSampler"]
 
 # Domain tags that keep the sampler's and the augmentation's random streams apart.
 _SAMPLING_STREAM = 0
@@ -57,7 +88,7 @@ _AUGMENTATION_STREAM = 1
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Anatomy-preserving augmentation of training groups (all off by default).
+    """Augmentation of training groups (all off by default; see the module for what each does).
 
     Parameters
     ----------
@@ -67,28 +98,69 @@ class Augmentation:
         Largest shift per axis, in millimetres (no effect with per-group normalisation).
     streamline_dropout : float
         Probability, in [0, 1), that a row is replaced by a copy of its nearest kept row.
+    scaling : float
+        Largest relative change of scale per axis, in [0, 1) (e.g. 0.1: factors 0.9 to 1.1).
+    shear : float
+        Largest off-diagonal entry of the shear matrix, in [0, 1) (the tangent of the shear
+        angle; e.g. 0.05).
+    elastic_mm : float
+        Largest displacement of the smooth warp, in millimetres (e.g. 2).
+    jitter_mm : float
+        Standard deviation of the noise on every coordinate, in millimetres (e.g. 0.2).
+    resampling : float
+        Probability, in [0, 1], that a group is resampled through ``P'`` points per streamline.
+    partial_groups : float
+        Probability, in [0, 1], that a group keeps fewer than ``S`` distinct rows.
+    mixed_groups : float
+        Probability, in [0, 1], that a group is made of unrelated streamlines of the split.
     """
 
     rotation_degrees: float = 0.0
     translation_mm: float = 0.0
     streamline_dropout: float = 0.0
+    scaling: float = 0.0
+    shear: float = 0.0
+    elastic_mm: float = 0.0
+    jitter_mm: float = 0.0
+    resampling: float = 0.0
+    partial_groups: float = 0.0
+    mixed_groups: float = 0.0
 
     def __post_init__(self):
         if not 0 <= self.rotation_degrees <= 180:
             raise ValueError(f"rotation_degrees must be in [0, 180], got {self.rotation_degrees!r}")
-        if not 0 <= self.translation_mm < math.inf:
-            raise ValueError(f"translation_mm must be finite and >= 0, got {self.translation_mm!r}")
-        if not 0 <= self.streamline_dropout < 1:
-            raise ValueError(f"streamline_dropout must be in [0, 1), got {self.streamline_dropout!r}")
+        for name in ("translation_mm", "elastic_mm", "jitter_mm"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)!r}")
+        for name in ("streamline_dropout", "scaling", "shear"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        for name in ("resampling", "partial_groups", "mixed_groups"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
 
     @property
     def enabled(self) -> bool:
         """Whether any augmentation is on."""
-        return bool(self.rotation_degrees or self.translation_mm or self.streamline_dropout)
+        return any(self.to_dict().values())
+
+    @property
+    def moves_points(self) -> bool:
+        """Whether any option changes coordinates (not only which rows a group holds)."""
+        return bool(
+            self.rotation_degrees or self.translation_mm or self.scaling or self.shear or self.elastic_mm
+            or self.jitter_mm or self.resampling
+        )
 
     def to_dict(self) -> dict:
         """The options as a plain dictionary (for JSON and checkpoints)."""
         return asdict(self)
+
+
+#: Gaussian bumps of the elastic warp, and their width (standard deviation) in millimetres:
+#: smooth over a few centimetres, the scale at which anatomy differs between subjects.
+ELASTIC_BUMPS = 4
+ELASTIC_WIDTH_MM = 20.0
 
 
 def _rotation_matrix(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -103,6 +175,14 @@ def _nearest_kept_rows(keep: np.ndarray) -> np.ndarray:
     kept = np.flatnonzero(keep)
     rows = np.arange(len(keep))
     return kept[np.abs(rows[:, None] - kept[None, :]).argmin(axis=1)]
+
+
+def _resample_through(streamlines: np.ndarray, count: int) -> np.ndarray:
+    """Streamlines ``(S, P, 3)`` resampled to ``count`` points along them and back to ``P``."""
+    from dipy.tracking.streamline import set_number_of_points
+
+    through = set_number_of_points(list(streamlines), nb_points=count)
+    return np.asarray(set_number_of_points(through, nb_points=streamlines.shape[1]))
 
 
 class GroupDataset(torch.utils.data.Dataset):
@@ -130,6 +210,7 @@ class GroupDataset(torch.utils.data.Dataset):
         self.data = torch.from_numpy(np.ascontiguousarray(groups.data, dtype=np.float32))  # (G, 3, S, P)
         # "global" and "none" map mm to model units with fixed numbers; "group" refits per group
         self.per_group_normalization = groups.settings.normalization == "group"
+        self.real_rows = np.flatnonzero(groups.mask)  # rows that are not repeats, as indices into (G, S)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -153,44 +234,112 @@ class GroupDataset(torch.utils.data.Dataset):
         Tensor, shape (B, 3, S, P), float32
         """
         indices = np.asarray(indices, dtype=np.int64)
-        batch = self.data[torch.from_numpy(indices)]  # (B, 3, S, P), a copy
         if keys is None or not self.augmentation.enabled:
-            return batch
+            return self.data[torch.from_numpy(indices)]  # (B, 3, S, P), a copy
         keys = np.asarray(keys, dtype=np.int64)
         if keys.shape != indices.shape:
             raise ValueError(f"need one key per index, got {keys.shape} keys for {indices.shape} indices")
-        return self._augment(batch, indices, keys)
+        return self._augment(indices, keys)
 
-    def _augment(self, batch: Tensor, indices: np.ndarray, keys: np.ndarray) -> Tensor:
+    def _augment(self, indices: np.ndarray, keys: np.ndarray) -> Tensor:
         options = self.augmentation
-        count, _, size, _ = batch.shape
-        rows = np.empty((count, size), dtype=np.int64)
-        rotations = np.empty((count, 3, 3))
-        shifts = np.empty((count, 3))
-        for item, key in enumerate(keys):
-            rng = np.random.default_rng((self.seed, _AUGMENTATION_STREAM, int(key)))
-            keep = rng.random(size) >= options.streamline_dropout
-            if not keep.any():
-                keep[rng.integers(size)] = True
-            rows[item] = _nearest_kept_rows(keep)
-            axis = rng.normal(size=3)
-            axis /= max(np.linalg.norm(axis), 1e-12)
-            rotations[item] = _rotation_matrix(axis, math.radians(options.rotation_degrees) * rng.random())
-            shifts[item] = rng.uniform(-options.translation_mm, options.translation_mm, size=3)
-        batch = torch.take_along_dim(batch, torch.from_numpy(rows)[:, None, :, None], dim=2)  # (B, 3, S, P)
-        if not (options.rotation_degrees or options.translation_mm) and not self.per_group_normalization:
-            return batch
-        scale = torch.from_numpy(self.groups.scale[indices])[:, None, None]  # (B, 1, 1) float64
-        offset = torch.from_numpy(self.groups.offset[indices])[:, :, None]  # (B, 3, 1)
-        points = batch.reshape(count, 3, -1).double() * scale + offset  # (B, 3, S*P) mm
+        draws = [
+            self._draw(np.random.default_rng((self.seed, _AUGMENTATION_STREAM, int(key))), int(index))
+            for index, key in zip(indices, keys)
+        ]
+        sources = torch.from_numpy(np.stack([draw.groups for draw in draws]))  # (B, S)
+        rows = torch.from_numpy(np.stack([draw.rows for draw in draws]))  # (B, S)
+        batch = self.data[sources, :, rows].permute(0, 2, 1, 3)  # (B, 3, S, P)
+        if not (options.moves_points or options.mixed_groups or self.per_group_normalization):
+            return batch.contiguous()  # rows of the item's own group, in its fixed units: exact copies
+        scale = torch.from_numpy(self.groups.scale)[sources][:, None, :, None]  # (B, 1, S, 1) float64
+        offset = torch.from_numpy(self.groups.offset)[sources].permute(0, 2, 1)[..., None]  # (B, 3, S, 1)
+        points = batch.double() * scale + offset  # (B, 3, S, P) mm
+        for item, draw in enumerate(draws):
+            if draw.through:
+                streamlines = np.ascontiguousarray(points[item].permute(1, 2, 0).numpy())  # (S, P, 3)
+                points[item] = torch.from_numpy(_resample_through(streamlines, draw.through)).permute(2, 0, 1)
+        points = points.reshape(len(draws), 3, -1)  # (B, 3, S*P)
         centre = points.mean(dim=2, keepdim=True)  # (B, 3, 1)
-        points = torch.from_numpy(rotations) @ (points - centre) + centre + torch.from_numpy(shifts)[:, :, None]
+        linear = torch.from_numpy(np.stack([draw.linear for draw in draws]))  # (B, 3, 3)
+        shift = torch.from_numpy(np.stack([draw.shift for draw in draws]))[:, :, None]  # (B, 3, 1)
+        points = linear @ (points - centre) + centre + shift
+        if options.elastic_mm:
+            points = points + _elastic_displacement(points, draws, options.elastic_mm)
+        if options.jitter_mm:
+            points = points + options.jitter_mm * torch.from_numpy(np.stack([draw.noise for draw in draws]))
         if self.per_group_normalization:
             # the cache's per-group normalisation: centroid, largest per-axis deviation
             offset = points.mean(dim=2, keepdim=True)
             deviation = (points - offset).abs().amax(dim=(1, 2))  # (B,)
             scale = deviation.clamp_min(torch.finfo(torch.float32).tiny)[:, None, None]
+        else:  # the item's own group's fixed units
+            scale = torch.from_numpy(self.groups.scale[indices])[:, None, None]  # (B, 1, 1)
+            offset = torch.from_numpy(self.groups.offset[indices])[:, :, None]  # (B, 3, 1)
         return ((points - offset) / scale).float().reshape(batch.shape)
+
+    def _draw(self, rng: np.random.Generator, index: int) -> _Draw:
+        """One item's random parameters (every option's, in a fixed order: see the module)."""
+        options = self.augmentation
+        _, _, size, n_points = self.data.shape
+        keep = rng.random(size) >= options.streamline_dropout
+        order = rng.permutation(size)
+        kept_count = rng.integers(1, max(size, 2))  # [1, S - 1]
+        if rng.random() < options.partial_groups:
+            keep[order[kept_count:]] = False
+        if not keep.any():
+            keep[order[0]] = True
+        picks = self.real_rows[rng.integers(len(self.real_rows), size=size)]  # (S,) into (G, S)
+        if rng.random() < options.mixed_groups:
+            groups, rows = np.divmod(picks, size)
+        else:
+            groups, rows = np.full(size, index), np.arange(size)
+        layout = _nearest_kept_rows(keep)
+        through = int(rng.integers(-(-n_points // 2), 2 * n_points + 1))
+        if rng.random() >= options.resampling:
+            through = 0
+        axis = rng.normal(size=3)
+        axis /= max(np.linalg.norm(axis), 1e-12)
+        rotation = _rotation_matrix(axis, math.radians(options.rotation_degrees) * rng.random())
+        shear = np.eye(3)
+        shear[~np.eye(3, dtype=bool)] = options.shear * rng.uniform(-1, 1, size=6)
+        scaling = np.diag(1 + options.scaling * rng.uniform(-1, 1, size=3))
+        return _Draw(
+            groups=groups[layout],
+            rows=rows[layout],
+            through=through,
+            linear=rotation @ shear @ scaling,
+            shift=options.translation_mm * rng.uniform(-1, 1, size=3),
+            centres=rng.integers(size * n_points, size=ELASTIC_BUMPS),
+            bumps=rng.normal(size=(ELASTIC_BUMPS, 3)),
+            noise=rng.normal(size=(3, size * n_points)) if options.jitter_mm else None,
+        )
+
+
+class _Draw(NamedTuple):
+    """One item's augmentation parameters (:meth:`GroupDataset._draw`)."""
+
+    groups: np.ndarray  # (S,) the group each row is taken from
+    rows: np.ndarray  # (S,) the row of that group
+    through: int  # points to resample each streamline through; 0: none
+    linear: np.ndarray  # (3, 3) rotation @ shear @ scaling, about the centroid
+    shift: np.ndarray  # (3,) mm
+    centres: np.ndarray  # (K,) the elastic bumps' centres, as indices of the group's S*P points
+    bumps: np.ndarray  # (K, 3) the bumps' displacement directions
+    noise: np.ndarray | None  # (3, S*P) standard normal jitter, when it is on
+
+
+def _elastic_displacement(points: Tensor, draws: list[_Draw], largest_mm: float) -> Tensor:
+    """The smooth warp of each group ``(B, 3, N)`` in mm: a sum of Gaussian bumps, scaled so
+    that the largest displacement of the group's points is ``largest_mm``."""
+    centres = torch.from_numpy(np.stack([draw.centres for draw in draws]))  # (B, K)
+    bumps = torch.from_numpy(np.stack([draw.bumps for draw in draws]))  # (B, K, 3)
+    centre_points = torch.take_along_dim(points, centres[:, None, :], dim=2)  # (B, 3, K)
+    distances = torch.cdist(points.transpose(1, 2), centre_points.transpose(1, 2))  # (B, N, K)
+    weights = torch.exp(-(distances**2) / (2 * ELASTIC_WIDTH_MM**2))
+    field = torch.einsum("bnk,bkc->bcn", weights, bumps)  # (B, 3, N)
+    largest = field.norm(dim=1).amax(dim=1).clamp_min(torch.finfo(torch.float64).tiny)  # (B,)
+    return field * (largest_mm / largest)[:, None, None]
 
 
 class StepSampler:

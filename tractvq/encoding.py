@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -166,7 +166,8 @@ def group_for_model(
         )
     parts = [
         group(io.read_record(record, reference, mm_per_unit=mm_per_unit), settings,
-              subject=record.subject, name=record.bundle, path=record.path)
+              subject=record.subject, name=record.bundle, path=record.path,
+              trx_group=record.group, file_indices=record.indices)
         for record in tqdm(records, desc="reading", unit="file", leave=False, disable=not progress)
     ]
     return GroupedBundles.concatenate(parts)
@@ -183,6 +184,14 @@ def _input_paths(inputs) -> list:
         if not isinstance(item, (str, os.PathLike)):
             raise TractogramError(None, f"an input is a path, got a {type(item).__name__}")
     return inputs
+
+
+def _model_and_groups(inputs, model: ModelLike, **grouping) -> tuple[BundleAutoencoder, str, GroupedBundles]:
+    """What :func:`encode` and :func:`reconstruct` start with: the model and its source (see
+    :func:`resolve_model`), then the groups of the tractograms found in ``inputs`` (see
+    :func:`group_for_model`, which takes ``grouping``)."""
+    model, source = resolve_model(model)
+    return model, source, group_for_model(io.find_tractograms(*_input_paths(inputs)), model, **grouping)
 
 
 def _batches(count: int, batch_size: int):
@@ -275,9 +284,8 @@ def encode(
     Codes
         Save it with :meth:`Codes.save`.
     """
-    model, source = resolve_model(model)
-    layout = group_for_model(
-        io.find_tractograms(*_input_paths(inputs)), model, reference=reference, coordinate_range=coordinate_range,
+    model, source, layout = _model_and_groups(
+        inputs, model, reference=reference, coordinate_range=coordinate_range,
         normalization=normalization, mm_per_unit=mm_per_unit, progress=progress,
     )
     indices, latents = encode_groups(model, layout.data, batch_size=batch_size, device=device, progress=progress)
@@ -393,9 +401,8 @@ def reconstruct(
         The decoded groups, normalised like ``groups.data``: turn them into tractograms with
         ``groups.to_tractograms(reconstruction)``.
     """
-    model, _ = resolve_model(model)
-    groups = group_for_model(
-        io.find_tractograms(*_input_paths(inputs)), model, reference=reference, coordinate_range=coordinate_range,
+    model, _, groups = _model_and_groups(
+        inputs, model, reference=reference, coordinate_range=coordinate_range,
         normalization=normalization, mm_per_unit=mm_per_unit, progress=progress,
     )
     with torch.inference_mode():
@@ -420,70 +427,153 @@ def _name_part(name: str, default: str) -> str:
     return safe.lstrip(".-")[:_MAX_NAME_PART] or default
 
 
-def _bundle_path(folder: Path, source: BundleSource, extension: str) -> Path:
-    """``<folder>/<subject>/tractography/<subject>__<bundle><extension>`` with safe name parts."""
+#: Formats written back as they were read; other sources are written as .trk (it carries
+#: its reference).
+_KEPT_FORMATS = (".trk", ".tck", ".trx")
+
+
+def _format(source: BundleSource) -> str:
+    """The extension a decoded bundle is written with: its source's if kept, else .trk."""
+    extension = Path(source.path).suffix.lower()
+    return extension if extension in _KEPT_FORMATS else ".trk"
+
+
+def _bundle_path(folder: Path, source: BundleSource) -> Path:
+    """``<folder>/<subject>/tractography/<subject>__<bundle><format>`` with safe name parts."""
     subject, bundle = _name_part(source.subject, "sub-unknown"), _name_part(source.name, "bundle")
-    return folder / subject / "tractography" / f"{subject}__{bundle}{extension}"
+    return folder / subject / "tractography" / f"{subject}__{bundle}{_format(source)}"
 
 
-def plan_outputs(
-    sources: Sequence[BundleSource], output: str | os.PathLike, *, force: bool = False, extension: str = ".trk"
-) -> list[Path]:
+def _trx_path(folder: Path, source: BundleSource) -> Path:
+    """``<folder>/<subject>/tractography/<source file name>.trx`` with safe name parts."""
+    subject = _name_part(source.subject, "sub-unknown")
+    return folder / subject / "tractography" / f"{_name_part(Path(source.path).stem, 'tractogram')}.trx"
+
+
+@dataclass(frozen=True)
+class _Output:
+    """One file to write: the bundles ``members`` (indices into the sources), as one .trx
+    with its groups when ``grouped``."""
+
+    path: Path
+    members: tuple[int, ...]
+    grouped: bool
+
+
+def _from_one_trx(source: BundleSource) -> tuple[str, str] | None:
+    """``(subject, file)`` of a bundle read from a grouped .trx file (None for others)."""
+    if source.file_indices is None or Path(source.path).suffix.lower() != ".trx":
+        return None
+    return source.subject, source.path
+
+
+def _outputs(sources: Sequence[BundleSource], output: Path) -> list[_Output]:
+    """The files to write (before any check): the bundles of one grouped .trx together,
+    each other bundle alone."""
+    if output.suffix.lower() in io.TRACTOGRAM_EXTENSIONS:
+        files = {_from_one_trx(source) for source in sources}
+        if len(files) == 1 and None not in files and output.suffix.lower() == ".trx":
+            return [_Output(output, tuple(range(len(sources))), True)]
+        if len(sources) != 1:
+            grouped = " or a .trx file" if len(files) == 1 and None not in files else ""
+            raise OutputError(output, f"{len(sources)} bundles cannot go into one file: give a folder{grouped} instead")
+        return [_Output(output, (0,), False)]
+    if output.suffix:
+        raise OutputError(output, f"unsupported extension {output.suffix!r} (give a tractogram file or a folder)")
+    planned: list[tuple[Path, list[int], bool]] = []
+    trx_members: dict[tuple[str, str], list[int]] = {}  # the lists of ``planned``, filled as found
+    for index, source in enumerate(sources):
+        file = _from_one_trx(source)
+        if file is None:
+            planned.append((_bundle_path(output, source), [index], False))
+        elif file in trx_members:
+            trx_members[file].append(index)
+        else:
+            trx_members[file] = [index]
+            planned.append((_trx_path(output, source), trx_members[file], True))
+    return [_Output(path, tuple(members), grouped) for path, members, grouped in planned]
+
+
+def plan_outputs(sources: Sequence[BundleSource], output: str | os.PathLike, *, force: bool = False) -> list[Path]:
     """Where decoded bundles go, checked before any work: one file, or a folder in
-    TractoInferno layout ``<folder>/<subject>/tractography/<subject>__<bundle><extension>``.
+    TractoInferno layout ``<folder>/<subject>/tractography/<subject>__<bundle><ext>``.
 
-    Subject and bundle names come from the codes file: they are data, never paths. In a
-    folder each becomes a safe file name part (``sub-01``, ``AF_L`` stay as they are; other
-    characters become ``_``, leading dots and dashes go, at most 100 characters), and every
-    file is checked to stay inside the folder, symbolic links followed.
+    Each bundle is written in its source's format (.trk, .tck or .trx; .trk for others).
+    The bundles of one grouped .trx file (its groups, and its streamlines in no group) go
+    back into one .trx file, ``<folder>/<subject>/tractography/<its file name>`` or the
+    ``.trx`` file given: same streamline count and order, same groups with the same
+    members. A streamline in several groups was encoded once per group; the file holds the
+    decoding of its first group (by name). Per-point and per-streamline data are not
+    encoded, so not written (:attr:`BundleSource.dropped` names them).
+
+    Subject, bundle and file names come from the codes file: they are data, never paths. In
+    a folder each becomes a safe file name part (``sub-01``, ``AF_L`` stay as they are;
+    other characters become ``_``, leading dots and dashes go, at most 100 characters),
+    and every file is checked to stay inside the folder, symbolic links followed.
 
     Parameters
     ----------
     sources : sequence of BundleSource
-        The bundles (their subjects and names).
+        The bundles (their subjects, names and source files).
     output : str or os.PathLike
-        A tractogram file (one bundle only) or a folder (created with its missing parents).
+        A tractogram file (one bundle, or the bundles of one grouped .trx into a .trx) or a
+        folder (created with its missing parents).
     force : bool, optional
         Allow replacing existing files.
-    extension : str, optional
-        Format of the files written into a folder.
 
     Returns
     -------
     list of pathlib.Path
-        One per source.
+        One per file to write.
 
     Raises
     ------
     OutputError
-        If several bundles are to go into one file, the extension is unknown, two bundles
-        would share a file (also once their names are made safe), a file would lie outside
-        the folder, the output cannot be written (see
+        If several bundles are to go into one file (but those of one .trx into a .trx), the
+        extension is unknown, two files would share a name (also once their names are made
+        safe), a file would lie outside the folder, the output cannot be written (see
         :func:`tractvq.outputs.check_output`, :func:`tractvq.outputs.check_folder`), or a
         file exists without ``force`` (or is not a regular file).
     """
-    output = Path(output)
-    if output.suffix.lower() in io.TRACTOGRAM_EXTENSIONS:
-        if len(sources) != 1:
-            raise OutputError(output, f"{len(sources)} bundles cannot go into one file: give a folder instead")
-        return [check_output(output, force=force)]
+    return [planned.path for planned in _checked_outputs(sources, Path(output), force=force)]
+
+
+def _checked_outputs(sources: Sequence[BundleSource], output: Path, *, force: bool) -> list[_Output]:
+    """:func:`_outputs`, each file checked as :func:`plan_outputs` says."""
+    outputs = _outputs(sources, output)
     if output.suffix:
-        raise OutputError(output, f"unsupported extension {output.suffix!r} (give a tractogram file or a folder)")
+        check_output(output, force=force)
+        return outputs
     check_folder(output)
     owners: dict[Path, BundleSource] = {}
-    for source in sources:
-        path = _bundle_path(output, source, extension)
-        if path in owners:
-            first = owners[path]
+    for planned in outputs:
+        source = sources[planned.members[0]]
+        if planned.path in owners:
+            first = owners[planned.path]
             raise OutputError(
                 output,
                 f"bundles {first.subject!r} {first.name!r} and {source.subject!r} {source.name!r}"
-                f" would both be written to {path.relative_to(output)}",
+                f" would both be written to {planned.path.relative_to(output)}",
             )
-        owners[path] = source
-        check_inside(path, output)
-        check_overwrite(path, force=force)
-    return list(owners)
+        owners[planned.path] = source
+        check_inside(planned.path, output)
+        check_overwrite(planned.path, force=force)
+    return outputs
+
+
+def _trx_contents(
+    tractograms: Sequence[StatefulTractogram], sources: Sequence[BundleSource]
+) -> tuple[StatefulTractogram, dict[str, np.ndarray]]:
+    """The streamlines of one .trx file in its order (each from the first bundle holding
+    it) and its groups' indices into them."""
+    indices = np.concatenate([source.file_indices for source in sources])
+    streamlines = [streamline for tractogram in tractograms for streamline in tractogram.streamlines]
+    kept, first = np.unique(indices, return_index=True)
+    tractogram = io.make_tractogram([streamlines[index] for index in first], sources[0].space_attributes)
+    groups = {
+        source.group: np.searchsorted(kept, source.file_indices) for source in sources if source.group is not None
+    }
+    return tractogram, groups
 
 
 def write_tractograms(
@@ -492,7 +582,6 @@ def write_tractograms(
     output: str | os.PathLike,
     *,
     force: bool = False,
-    extension: str = ".trk",
 ) -> list[Path]:
     """Write decoded bundles where :func:`plan_outputs` says, all of them or none.
 
@@ -505,7 +594,7 @@ def write_tractograms(
     ----------
     tractograms : sequence of StatefulTractogram
         One per source, in the same order.
-    sources, output, force, extension
+    sources, output, force
         See :func:`plan_outputs`.
 
     Returns
@@ -519,17 +608,30 @@ def write_tractograms(
         See :func:`plan_outputs`; also if writing fails (no space left, ...): nothing is
         written then.
     """
-    paths = plan_outputs(sources, output, force=force, extension=extension)
+    if len(tractograms) != len(sources):
+        raise ValueError(f"{len(tractograms)} tractograms for {len(sources)} bundles")
     output = Path(output)
+    outputs = _checked_outputs(sources, output, force=force)
     if output.suffix:
-        io.save(tractograms[0], output, force=force)
-        return paths
+        _write_one(outputs[0], tractograms, sources, output, force=force)
+        return [output]
     with merged_output(output, force=force) as folder:
-        for tractogram, path in zip(tractograms, paths, strict=True):
-            written = folder / path.relative_to(output)
+        for planned in outputs:
+            written = folder / planned.path.relative_to(output)
             written.parent.mkdir(parents=True, exist_ok=True)
-            io.save(tractogram, written)
-    return paths
+            _write_one(planned, tractograms, sources, written, force=False)
+    return [planned.path for planned in outputs]
+
+
+def _write_one(planned: _Output, tractograms, sources, path: Path, *, force: bool) -> None:
+    """Write the bundles of ``planned`` to ``path``."""
+    if not planned.grouped:
+        io.save(tractograms[planned.members[0]], path, force=force)
+        return
+    tractogram, groups = _trx_contents(
+        [tractograms[index] for index in planned.members], [sources[index] for index in planned.members]
+    )
+    io.save(tractogram, path, force=force, groups=groups)
 
 
 def write_arrays(

@@ -29,6 +29,11 @@ class TractvqError(ValueError):
         self.problem = problem
         super().__init__(problem if self.path is None else f"{self.path}: {problem}")
 
+    def __reduce__(self):
+        # Rebuilt from (path, problem), not from the message: the error crosses processes
+        # (tractvq.study's workers) as it was raised.
+        return type(self), (self.path, self.problem)
+
 
 class TractogramError(TractvqError):
     """A tractogram, a reference or a dataset folder cannot be read or used."""

@@ -9,6 +9,9 @@ All tractogram I/O goes through DIPY's :func:`~dipy.io.streamline.load_tractogra
   reports how many streamlines leave the volume);
 * atomic writes that never overwrite silently;
 * discovery of the TractoInferno layout ``sub-*/tractography/sub-*__<BUNDLE>.trk``;
+* the groups of a ``.trx`` file (pyAFQ writes one file per subject, one group per bundle)
+  read as bundles (:func:`trx_groups`, :func:`find_tractograms`) and written back
+  (:func:`save` with ``groups``);
 * the published VQ-Diff arrays (``.npy`` of shape ``(N, 3, P)``) as a third source.
 
 Every tractogram is returned as a :class:`~dipy.io.stateful_tractogram.StatefulTractogram`
@@ -18,6 +21,7 @@ in RASMM space (millimetres, NIfTI voxel-centre origin).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -26,7 +30,7 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -52,6 +56,9 @@ __all__ = [
     "read_space_attributes",
     "check_space_attributes",
     "make_tractogram",
+    "UNGROUPED",
+    "check_group_name",
+    "trx_groups",
     "find_tractograms",
     "read_record",
 ]
@@ -72,6 +79,11 @@ _ARRAY_GRID_SIZE = 256
 
 #: Largest coordinate magnitude accepted, in millimetres (a brain spans about 200 mm).
 MAX_COORDINATE_MM = 1e5
+#: Bundle name of the streamlines of a grouped .trx file that are in no group ("_" is
+#: appended while a group has that name).
+UNGROUPED = "ungrouped"
+#: Longest TRX group name accepted (it becomes a file name inside the archive).
+_MAX_GROUP_NAME = 200
 
 _TRACTOINFERNO_NAME = re.compile(r"^(?P<subject>sub-[^_]+)__(?P<bundle>.+)$")
 _READ_ERRORS = (
@@ -97,22 +109,31 @@ SpaceAttributes = tuple[np.ndarray, np.ndarray, np.ndarray, str]
 
 @dataclass(frozen=True)
 class TractogramRecord:
-    """One tractogram found in a dataset.
+    """One bundle found in a dataset: a tractogram file, or one group of a ``.trx`` file.
 
     Attributes
     ----------
     subject : str
         Subject identifier (``sub-XXXX`` in the TractoInferno layout, else the name of the
-        folder holding the file).
+        folder holding the file, or of the folder above it when that one is
+        ``tractography``).
     bundle : str
-        Bundle name (``<BUNDLE>`` of ``sub-XXXX__<BUNDLE>.trk``, else the file stem).
+        Bundle name: the TRX group's name, :data:`UNGROUPED` for the streamlines of a grouped
+        ``.trx`` in no group, else ``<BUNDLE>`` of ``sub-XXXX__<BUNDLE>.trk`` or the file stem.
     path : pathlib.Path
         The file.
+    group : str or None
+        The TRX group the bundle is (None for a whole file and for :data:`UNGROUPED`).
+    indices : ndarray of int64 or None
+        The bundle's streamlines among the file's, in the group's order (None: all of
+        them, in file order).
     """
 
     subject: str
     bundle: str
     path: Path
+    group: str | None = None
+    indices: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def _extension(path: Path) -> str:
@@ -256,10 +277,10 @@ def _trk_data_size(tractogram: StatefulTractogram, header: dict) -> int:
     return len(tractogram.streamlines) * (4 + 4 * properties) + points * 4 * (3 + scalars)
 
 
-def _check_trx_structure(path: Path) -> None:
+def _check_trx_structure(path: Path) -> int:
     """Check a .trx archive's header against its arrays before trx-python maps them:
     counts, array sizes, and offsets that start at 0, never decrease and stay within the
-    positions."""
+    positions. Returns the streamline count."""
     try:
         with zipfile.ZipFile(path) as archive:
             header = json.loads(archive.read("header.json"))
@@ -283,6 +304,93 @@ def _check_trx_structure(path: Path) -> None:
         raise TractogramError(path, f"cannot read this .trx file ({type(error).__name__}: {error})") from error
     if len(values) and (values[0] != 0 or np.any(np.diff(values) < 0) or values[-1] > vertices):
         raise TractogramError(path, "the .trx offsets must start at 0, never decrease and stay within the positions")
+    return count
+
+
+def check_group_name(path: str | os.PathLike | None, name) -> str:
+    """Check a TRX group name (data read from a file, written back as the archive member
+    ``groups/<name>.<dtype>``): a non-empty printable string of at most 200 characters
+    without ``.``, ``/`` or ``\\``.
+
+    Raises
+    ------
+    TractogramError
+        Naming ``path`` and the name.
+    """
+    if not (
+        isinstance(name, str) and name and name.isprintable() and len(name) <= _MAX_GROUP_NAME
+        and not set(name) & set("./\\")
+    ):
+        raise TractogramError(
+            path,
+            f"TRX group name {str(name)[:_MAX_GROUP_NAME]!r} is not usable (it must be 1 to {_MAX_GROUP_NAME}"
+            " printable characters without '.', '/' or '\\')",
+        )
+    return name
+
+
+def trx_groups(path: str | os.PathLike) -> tuple[int, dict[str, np.ndarray]]:
+    """The groups of a ``.trx`` file, read from the archive and checked.
+
+    A group is a member ``groups/<NAME>.<dtype>`` (or ``groups/<NAME>.1.<dtype>``) holding
+    the indices of its streamlines, as trx-python reads it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.trx`` file.
+
+    Returns
+    -------
+    count : int
+        The file's streamline count.
+    groups : dict of str to ndarray of int64
+        Each group's streamline indices, in the group's order; groups sorted by name.
+
+    Raises
+    ------
+    TractogramError
+        If the file is not a readable .trx, a member under ``groups/`` is not a group file
+        (``groups/../x.uint32``, ``groups/.uint32``, ...), a group's name is not usable (see
+        :func:`check_group_name`), its indices are not integers, repeat a streamline or
+        point past the file's streamlines.
+    """
+    path = Path(path)
+    count = _check_trx_structure(path)
+    groups: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                if not member.filename.startswith("groups/") or member.is_dir():
+                    continue
+                groups.update(_read_group(path, archive, member, count, groups))
+    except (KeyError, TypeError, ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise TractogramError(path, f"cannot read the groups of this .trx file ({type(error).__name__}: {error})") from error
+    return count, dict(sorted(groups.items()))
+
+
+def _read_group(path: Path, archive: zipfile.ZipFile, member: zipfile.ZipInfo, count: int, known) -> dict:
+    """``{name: indices}`` of one ``groups/`` member of a .trx archive, checked."""
+    parts = member.filename[len("groups/"):].split(".")
+    if "/" in member.filename[len("groups/"):] or len(parts) not in (2, 3) or not parts[0] or parts[1:-1] not in ([], ["1"]):
+        raise TractogramError(path, f"member {member.filename!r} is not a TRX group (groups/NAME.DTYPE)")
+    name = check_group_name(path, parts[0])
+    if name in known:
+        raise TractogramError(path, f"TRX group {name!r} appears twice")
+    try:
+        dtype = np.dtype(parts[-1]).newbyteorder("<")
+    except TypeError:
+        dtype = np.dtype(bool)
+    if dtype.kind not in "ui":
+        raise TractogramError(path, f"TRX group {name!r} is stored as {parts[-1]!r}, not as integer indices")
+    if member.file_size % dtype.itemsize or member.file_size > count * dtype.itemsize:
+        raise TractogramError(path, f"TRX group {name!r} does not hold whole indices of at most {count} streamlines")
+    indices = np.frombuffer(archive.read(member), dtype=dtype).astype(np.int64)
+    if indices.size and (indices.min() < 0 or indices.max() >= count):
+        raise TractogramError(path, f"TRX group {name!r} points past the file's {count} streamlines")
+    if len(np.unique(indices)) != len(indices):
+        raise TractogramError(path, f"TRX group {name!r} lists a streamline twice")
+    return {name: indices}
 
 
 def _check_coordinates(path: Path, tractogram: StatefulTractogram) -> None:
@@ -493,9 +601,13 @@ def load_array(
 
 
 def save(
-    tractogram: StatefulTractogram, path: str | os.PathLike, *, force: bool = False
+    tractogram: StatefulTractogram,
+    path: str | os.PathLike,
+    *,
+    force: bool = False,
+    groups: dict[str, np.ndarray] | None = None,
 ) -> Path:
-    """Write a tractogram with DIPY, atomically.
+    """Write a tractogram with DIPY (with trx-python for TRX groups), atomically.
 
     Parameters
     ----------
@@ -505,6 +617,8 @@ def save(
         Output file; the extension picks the format (see :data:`TRACTOGRAM_EXTENSIONS`).
     force : bool, optional
         Replace an existing file.
+    groups : dict of str to ndarray of int, optional
+        TRX groups to write with it (name -> streamline indices); ``.trx`` files only.
 
     Returns
     -------
@@ -516,7 +630,8 @@ def save(
     OutputError
         If the file exists and ``force`` is false, or its folder is missing or not writable.
     TractogramError
-        If the extension is not a tractogram format or DIPY cannot write the file.
+        If the extension is not a tractogram format, ``groups`` are given for another format
+        than ``.trx`` or DIPY cannot write the file.
     """
     path = Path(path)
     if _extension(path) not in TRACTOGRAM_EXTENSIONS:
@@ -524,6 +639,12 @@ def save(
             path,
             f"unsupported extension {path.suffix!r} (supported: {', '.join(TRACTOGRAM_EXTENSIONS)})",
         )
+    if groups is not None and _extension(path) != ".trx":
+        raise TractogramError(path, "only .trx files hold groups")
+    if groups is not None:
+        with atomic_output(path, force=force) as temporary:
+            _save_trx(tractogram, temporary, groups)
+        return path
     with atomic_output(path, force=force) as temporary, _dipy_log_messages() as messages:
         written = save_tractogram(tractogram, str(temporary), bbox_valid_check=False)
         if written is False:
@@ -532,11 +653,48 @@ def save(
     return path
 
 
+def _save_trx(tractogram: StatefulTractogram, path: Path, groups: dict[str, np.ndarray]) -> None:
+    """Write ``tractogram`` and its ``groups`` as the .trx file ``path`` with trx-python."""
+    from trx import trx_file_memmap
+
+    for name, indices in groups.items():
+        check_group_name(path, name)
+        if np.size(indices) and not 0 <= np.min(indices) <= np.max(indices) < len(tractogram.streamlines):
+            raise TractogramError(path, f"group {name!r} points past the {len(tractogram.streamlines)} streamlines")
+    trx = trx_file_memmap.TrxFile.from_sft(tractogram)
+    try:
+        trx.groups = {name: np.asarray(indices, dtype=np.uint32) for name, indices in groups.items()}
+        trx_file_memmap.save(trx, str(path))
+    finally:
+        trx.close()
+
+
 def _record_for_file(path: Path) -> TractogramRecord:
     match = _TRACTOINFERNO_NAME.match(path.name[: -len(path.suffix)] if path.suffix else path.name)
     if match:
         return TractogramRecord(match["subject"], match["bundle"], path)
-    return TractogramRecord(path.parent.resolve().name, path.stem, path)
+    folder = path.parent.resolve()
+    subject = folder.parent.name if folder.name == "tractography" and folder.parent.name else folder.name
+    return TractogramRecord(subject, path.stem, path)
+
+
+def _group_records(record: TractogramRecord) -> list[TractogramRecord]:
+    """A grouped .trx file as one record per group, sorted by name, then one
+    :data:`UNGROUPED` record for its streamlines in no group (if any); any other file as
+    itself."""
+    if _extension(record.path) != ".trx":
+        return [record]
+    count, groups = trx_groups(record.path)
+    if not groups:
+        return [record]
+    records = [TractogramRecord(record.subject, name, record.path, name, indices) for name, indices in groups.items()]
+    rest = np.setdiff1d(np.arange(count), np.concatenate(list(groups.values())))
+    if rest.size:
+        name = UNGROUPED
+        while name in groups:
+            name += "_"
+        records.append(TractogramRecord(record.subject, name, record.path, None, rest))
+    return records
 
 
 def _is_input_file(path: Path) -> bool:
@@ -548,8 +706,14 @@ def find_tractograms(*paths: str | os.PathLike) -> list[TractogramRecord]:
 
     The TractoInferno layout ``sub-*/tractography/sub-*__<BUNDLE>.<ext>`` is searched at any
     depth below a folder (a dataset root with ``trainset/`` ``validset/`` ``testset/``, one
-    split folder, or one subject folder). A folder without that layout is read as a plain
-    folder of tractograms (and ``.npy`` arrays), one bundle per file named by its stem.
+    split folder, or one subject folder); so is any tractogram in a ``tractography``
+    folder (e.g. ``<subject>/tractography/<file>.trx`` as ``tractvq decode`` writes it). A
+    folder without that layout is read as a plain folder of tractograms (and ``.npy``
+    arrays), one bundle per file named by its stem.
+
+    A ``.trx`` file with groups (as pyAFQ writes it: one group per bundle) gives one bundle
+    per group, named by the group, and one :data:`UNGROUPED` bundle for its streamlines in
+    no group, if any. A streamline in several groups is in each of their bundles.
 
     Parameters
     ----------
@@ -559,12 +723,14 @@ def find_tractograms(*paths: str | os.PathLike) -> list[TractogramRecord]:
     Returns
     -------
     list of TractogramRecord
-        Sorted by subject, then bundle, for each path in turn.
+        Sorted by subject, then file, for each path in turn; the groups of a file
+        together, by name.
 
     Raises
     ------
     TractogramError
-        If a path does not exist or a folder holds no tractogram.
+        If a path does not exist, a folder holds no tractogram or the groups of a .trx
+        file cannot be read (see :func:`trx_groups`).
     """
     records: list[TractogramRecord] = []
     for given in paths:
@@ -573,12 +739,14 @@ def find_tractograms(*paths: str | os.PathLike) -> list[TractogramRecord]:
             raise TractogramError(path, "no such file or folder")
         if path.is_file():
             _check_input_file(path, TRACTOGRAM_EXTENSIONS + (ARRAY_EXTENSION,))
-            records.append(_record_for_file(path))
+            records.extend(_group_records(_record_for_file(path)))
             continue
+        folders = [path] if path.name == "tractography" else []
         found = [
             _record_for_file(file)
-            for file in path.rglob("sub-*__*")
-            if file.parent.name == "tractography" and _is_input_file(file)
+            for folder in folders + [folder for folder in path.rglob("tractography") if folder.is_dir()]
+            for file in folder.iterdir()
+            if _is_input_file(file)
         ]
         if not found:
             found = [_record_for_file(file) for file in path.iterdir() if _is_input_file(file)]
@@ -589,7 +757,8 @@ def find_tractograms(*paths: str | os.PathLike) -> list[TractogramRecord]:
                 f" below it, or files with extensions {', '.join(TRACTOGRAM_EXTENSIONS)}"
                 f" or {ARRAY_EXTENSION} in it)",
             )
-        records.extend(sorted(found, key=lambda record: (record.subject, record.bundle)))
+        for record in sorted(found, key=lambda record: (record.subject, record.bundle)):
+            records.extend(_group_records(record))
     return records
 
 
@@ -599,12 +768,15 @@ def read_record(
     *,
     mm_per_unit: float = ARRAY_MM_PER_UNIT,
 ) -> StatefulTractogram:
-    """Load a tractogram or a published array file, whichever the extension says.
+    """Load a tractogram, one group of a .trx file or a published array file.
+
+    The bundles of one grouped .trx file are read from one load of it: the last file
+    loaded for a group is kept (one at a time) until another is.
 
     Parameters
     ----------
     record : TractogramRecord or str or os.PathLike
-        What to read.
+        What to read: a record with ``indices`` gives those streamlines of its file.
     reference : str or os.PathLike, optional
         See :func:`load`; ignored for ``.npy`` arrays.
     mm_per_unit : float, optional
@@ -617,4 +789,26 @@ def read_record(
     path = record.path if isinstance(record, TractogramRecord) else Path(record)
     if _extension(path) == ARRAY_EXTENSION:
         return load_array(path, mm_per_unit=mm_per_unit)
+    if isinstance(record, TractogramRecord) and record.indices is not None:
+        status = path.stat()
+        version = (os.fspath(path.resolve()), status.st_mtime_ns, status.st_size)
+        return _select(_load_whole(path, version, reference and os.fspath(reference)), record.indices)
     return load(path, reference)
+
+
+@functools.lru_cache(maxsize=1)
+def _load_whole(path: Path, version: tuple[str, int, int], reference: str | None) -> StatefulTractogram:
+    """:func:`load`, kept for the next group of the same file (``version``: its real path,
+    modification time and size, so a changed file is read again)."""
+    return load(path, reference)
+
+
+def _select(tractogram: StatefulTractogram, indices: np.ndarray) -> StatefulTractogram:
+    """The streamlines ``indices`` of ``tractogram`` (and their data), copied: the cached
+    whole is never changed through them."""
+    return StatefulTractogram.from_sft(
+        tractogram.streamlines[indices].copy(),
+        tractogram,
+        data_per_point={key: value[indices].copy() for key, value in tractogram.data_per_point.items()},
+        data_per_streamline={key: np.array(value[indices]) for key, value in tractogram.data_per_streamline.items()},
+    )

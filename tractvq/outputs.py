@@ -27,7 +27,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 from tractvq.errors import OutputError, TractvqError
@@ -188,7 +188,12 @@ def check_inside(path: str | os.PathLike, folder: str | os.PathLike) -> None:
 
 @contextlib.contextmanager
 def atomic_output(
-    path: str | os.PathLike, *, force: bool = False, directory: bool = False, suffix: str | None = None
+    path: str | os.PathLike,
+    *,
+    force: bool = False,
+    directory: bool = False,
+    suffix: str | None = None,
+    owned: Collection[str] = (),
 ) -> Iterator[Path]:
     """Yield a temporary path to write; move it onto ``path`` when the block succeeds.
 
@@ -204,6 +209,11 @@ def atomic_output(
         back if that rename fails.
     suffix : str, optional
         The extension ``path`` must end in (see :func:`check_output`).
+    owned : collection of str, optional
+        Names an existing folder may hold besides those written again: files this kind of
+        output writes at times (e.g. a benchmark's ``settings.json``). ``force`` replaces an
+        existing folder only if it holds nothing else, so that no file of the user's is
+        deleted.
 
     Yields
     ------
@@ -228,7 +238,7 @@ def atomic_output(
             yield temporary
             _set_default_permissions(temporary)
             if directory:
-                _publish_folder(temporary, path, force=force)
+                _publish_folder(temporary, path, force=force, owned=owned)
             else:
                 _publish_file(temporary, path, force=force)
         except OSError as error:
@@ -375,10 +385,11 @@ def _publish_file(temporary: Path, path: Path, *, force: bool) -> None:
             raise
 
 
-def _publish_folder(temporary: Path, path: Path, *, force: bool) -> None:
+def _publish_folder(temporary: Path, path: Path, *, force: bool, owned: Collection[str] = ()) -> None:
     """Rename a written folder onto ``path``; with ``force``, an existing one is moved aside
     first and put back if the rename fails. An existing folder holding any name the new one
-    lacks is refused, so that replacing never deletes a file of the user's. (Without ``force``, an empty folder made
+    lacks (other than ``owned``) is refused, so that replacing never deletes a file of the
+    user's. (Without ``force``, an empty folder made
     meanwhile is replaced: POSIX renames onto empty folders.)"""
     if not force or not os.path.lexists(path):
         try:
@@ -389,7 +400,7 @@ def _publish_folder(temporary: Path, path: Path, *, force: bool) -> None:
             raise
         return
     check_overwrite(path, force=True, directory=True)
-    foreign = sorted(set(os.listdir(path)) - set(os.listdir(temporary)))
+    foreign = sorted(set(os.listdir(path)) - set(os.listdir(temporary)) - set(owned))
     if foreign:  # never delete what this output does not write again
         raise OutputError(
             path,

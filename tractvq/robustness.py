@@ -20,16 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tractvq.buan import Protocol
 from tractvq.bundles import GroupedBundles
-from tractvq.evaluate import (
-    DEFAULT_METRICS,
-    EvaluationTable,
-    GroupScores,
-    Protocol,
-    run_model,
-    score_groups,
-    summarize,
-)
+from tractvq.evaluate import run_model
+from tractvq.scoring import DEFAULT_METRICS, EvaluationTable, GroupScores, score_groups, summarize
 from tractvq.outputs import atomic_output
 
 __all__ = [
@@ -165,7 +159,7 @@ def perturbation_study(
     step : float, optional
         Step of the directional sweep.
     protocol, seed, workers
-        See :func:`tractvq.evaluate.score_groups` (``seed`` also seeds the noise).
+        See :func:`tractvq.scoring.score_groups` (``seed`` also seeds the noise).
     batch_size, device, progress
 
     Returns

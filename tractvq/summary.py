@@ -8,7 +8,7 @@ import numpy as np
 from dipy.io.stateful_tractogram import StatefulTractogram
 from dipy.tracking.streamline import length
 
-from tractvq.io import ARRAY_EXTENSION, ARRAY_MM_PER_UNIT, TractogramRecord, read_record
+from tractvq.io import ARRAY_EXTENSION, ARRAY_MM_PER_UNIT, TractogramRecord, read_record, trx_groups
 
 __all__ = ["summarize", "format_summaries"]
 
@@ -28,27 +28,39 @@ def _out_of_box_count(tractogram: StatefulTractogram) -> int:
     return len(removed)
 
 
+def _overlap(record: TractogramRecord) -> int:
+    """How many streamlines of a .trx bundle are also in another group of its file."""
+    if record.indices is None:
+        return 0
+    _, groups = trx_groups(record.path)
+    others = [indices for name, indices in groups.items() if name != record.group]
+    return int(np.isin(record.indices, np.concatenate(others)).sum()) if others else 0
+
+
 def summarize(
     record: TractogramRecord, reference: str | os.PathLike | None = None
 ) -> dict:
-    """Describe one tractogram.
+    """Describe one bundle: a tractogram file or a group of a .trx file.
 
     Parameters
     ----------
     record : TractogramRecord
-        The file, as :func:`tractvq.io.find_tractograms` returns it.
+        The bundle, as :func:`tractvq.io.find_tractograms` returns it.
     reference : str or os.PathLike, optional
         Spatial reference for formats without one (see :func:`tractvq.io.load`).
 
     Returns
     -------
     dict
-        JSON-ready: ``path``, ``subject``, ``bundle``, ``format``, ``streamlines``,
+        JSON-ready: ``path``, ``subject``, ``bundle``, ``group`` (the TRX group, or None),
+        ``format``, ``streamlines``,
         ``points`` and ``length_mm`` (each ``[min, median, max]`` or None), ``bbox_mm``
         (``[[xmin, ymin, zmin], [xmax, ymax, zmax]]`` of the finite points, or None),
         ``space`` (voxel order, dimensions, voxel sizes, affine, and for published arrays
-        the assumed scale), and the problem counts ``out_of_box``, ``non_finite`` and
-        ``degenerate`` (fewer than two points).
+        the assumed scale), the problem counts ``out_of_box``, ``non_finite`` and
+        ``degenerate`` (fewer than two points), and ``overlap``: streamlines of a TRX
+        group that are also in another group of the file (each group is a bundle of its
+        own, so they are encoded once per group).
 
     Raises
     ------
@@ -77,6 +89,7 @@ def summarize(
         "path": os.fspath(record.path),
         "subject": record.subject,
         "bundle": record.bundle,
+        "group": record.group,
         "format": record.path.suffix.lower().lstrip("."),
         "streamlines": len(streamlines),
         "points": _spread(points_per_streamline),
@@ -90,6 +103,7 @@ def summarize(
         "out_of_box": _out_of_box_count(tractogram) if len(streamlines) else 0,
         "non_finite": non_finite,
         "degenerate": int(np.sum(points_per_streamline < 2)),
+        "overlap": _overlap(record),
     }
 
 
@@ -98,7 +112,7 @@ def _triple(values: list[float] | None, digits: int) -> str:
 
 
 def format_summaries(summaries: list[dict]) -> str:
-    """A plain-text table of :func:`summarize` results, one row per file, then the spaces.
+    """A plain-text table of :func:`summarize` results, one row per bundle, then the spaces.
 
     Parameters
     ----------
@@ -123,7 +137,8 @@ def format_summaries(summaries: list[dict]) -> str:
         bbox = summary["bbox_mm"]
         problems = [
             f"{summary[key]} {label}"
-            for key, label in (("non_finite", "non-finite"), ("degenerate", "< 2 points"))
+            for key, label in (("non_finite", "non-finite"), ("degenerate", "< 2 points"),
+                               ("overlap", "also in another group"))
             if summary[key]
         ]
         rows.append(
@@ -151,10 +166,12 @@ def format_summaries(summaries: list[dict]) -> str:
         )
         if "assumed_mm_per_unit" in space:
             text += f" (published array, {space['assumed_mm_per_unit']:g} mm per unit assumed)"
-        spaces.setdefault(text, []).append(summary["bundle"])
+        spaces.setdefault(text, set()).add(summary["path"])
     lines.append("")
-    for text, bundles in spaces.items():
-        lines.append(f"space: {text}  [{len(bundles)} file(s)]")
+    for text, paths in spaces.items():
+        lines.append(f"space: {text}  [{len(paths)} file(s)]")
     total = sum(summary["streamlines"] for summary in summaries)
-    lines.append(f"{len(summaries)} file(s), {total} streamlines")
+    files = len({summary["path"] for summary in summaries})
+    groups = f"{len(summaries)} bundle(s), " if files != len(summaries) else ""
+    lines.append(f"{files} file(s), {groups}{total} streamlines")
     return "\n".join(lines)

@@ -184,7 +184,7 @@ def write_results(
     tractvq.errors.OutputError
         If ``output`` exists and ``force`` is false, or its parent folder is missing.
     """
-    with atomic_output(output, force=force, directory=True) as folder:
+    with atomic_output(output, force=force, directory=True, owned=(*RESULT_FILES, "settings.json")) as folder:
         write_result_files(rows, folder, settings=settings, title=title)
     return Path(output)
 

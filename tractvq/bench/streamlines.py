@@ -3,7 +3,7 @@
 :func:`run_streamline_benchmark` trains the same preset with each quantizer on a training
 cache (:func:`tractvq.cache.prepare`) through :func:`tractvq.training.train`, with the same
 training config and seed, then scores each model on the cache's validation groups with
-:mod:`tractvq.evaluate`: BUAN under the published protocol and in millimetres, mean MDF in
+:mod:`tractvq.scoring`: BUAN under the published protocol and in millimetres, mean MDF in
 mm, MSE, code perplexity and usage, and the storage of one bundle's code. Each model's run
 folder ``RUNS/<quantizer>`` is an ordinary ``tractvq train`` run (checkpoint, metrics, curves,
 ``model.pt``), kept as it goes, so a benchmark that stops can be resumed and its models can be
@@ -18,7 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from tractvq.evaluate import code_statistics, protocol, run_model, score_groups
+from tractvq.buan import protocol
+from tractvq.evaluate import run_model
+from tractvq.scoring import code_statistics, score_groups
 from tractvq.training import TrainConfig, read_run_configs, train
 
 __all__ = ["STREAMLINE_COLUMNS", "model_row", "plot_streamline_results", "run_streamline_benchmark", "score_model", "train_quantizer"]
@@ -123,7 +125,7 @@ def score_model(model, groups, *, threshold_mm: float = 5.0, seed: int = 0, work
     seed : int, optional
         BUAN's seed.
     workers : int, optional
-        See :func:`tractvq.evaluate.buan_scores`.
+        See :func:`tractvq.buan.buan_scores`.
 
     Returns
     -------

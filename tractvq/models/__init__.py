@@ -10,9 +10,10 @@
     model = load_model("model.pt")            # rebuilt from the file alone
 
 Presets: ``paper`` (the published VQ-Diff architecture, :mod:`tractvq.models.paper`),
-``compact`` (ours, :mod:`tractvq.models.compact`: one latent vector per streamline) and
-``compact-grid`` (the first ``compact``, an 8 x 8 latent grid); see
-:mod:`tractvq.models.config`.
+``compact`` (ours, :mod:`tractvq.models.compact`: one latent vector per streamline),
+``basis`` (codes in linear bases fitted to the training streamlines,
+:mod:`tractvq.models.basis`: the shipped models) and ``compact-grid`` (the first
+``compact``, an 8 x 8 latent grid); see :mod:`tractvq.models.config`.
 """
 
 from tractvq.models.autoencoder import BundleAutoencoder, ModelOutput

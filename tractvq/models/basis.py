@@ -29,7 +29,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BasisCodec", "BasisEncoder", "BasisDecoder", "fit_bases"]
+__all__ = ["BasisCodec", "UniformLevels", "BasisEncoder", "BasisDecoder", "fit_bases", "gain_latents", "ungain_latents"]
+
+
+def _identity(rows: int, columns: int) -> Tensor:
+    """``torch.eye(rows, columns)``, built so that on the ``meta`` device (a checkpoint's
+    layout check) it does not import ``torch._dynamo``, which costs seconds per process."""
+    identity = torch.zeros(rows, columns)
+    identity.diagonal().fill_(1.0)
+    return identity
 
 
 class BasisCodec(nn.Module):
@@ -43,6 +51,9 @@ class BasisCodec(nn.Module):
         Points P per streamline.
     latent_dim : int
         Numbers D per streamline: ``D - 1`` coefficients of its difference from the mean.
+    gain : bool, optional
+        Code a per-group gain of the difference coefficients in place of the mean's last
+        coefficient (for quantized latents, see :func:`gain_latents`).
 
     Attributes
     ----------
@@ -58,8 +69,9 @@ class BasisCodec(nn.Module):
         Standard deviation of each difference coefficient.
     """
 
-    def __init__(self, group_size: int, n_points: int, latent_dim: int):
+    def __init__(self, group_size: int, n_points: int, latent_dim: int, *, gain: bool = False):
         super().__init__()
+        self.gain = gain
         width = 3 * n_points
         if latent_dim < 2 or latent_dim - 1 > width or group_size > width:
             raise ValueError(
@@ -67,15 +79,17 @@ class BasisCodec(nn.Module):
                 f" got latent_dim={latent_dim}, group_size={group_size}"
             )
         self.register_buffer("mean", torch.zeros(width))
-        self.register_buffer("group_basis", torch.eye(group_size, width))
+        self.register_buffer("group_basis", _identity(group_size, width))
         self.register_buffer("group_std", torch.ones(group_size))
-        self.register_buffer("residual_basis", torch.eye(latent_dim - 1, width))
+        self.register_buffer("residual_basis", _identity(latent_dim - 1, width))
         self.register_buffer("residual_std", torch.ones(latent_dim - 1))
 
     def encode(self, streamlines: Tensor) -> Tensor:
         """Latents ``(B, S, D)`` of streamlines ``(B, S, 3P)``."""
         group_mean = streamlines.mean(dim=1)  # (B, 3P)
         group_coefficients = (group_mean - self.mean) @ self.group_basis.T / self.group_std  # (B, S)
+        if self.gain:  # the last coefficient's slot carries the gain
+            group_coefficients = torch.cat([group_coefficients[:, :-1], torch.zeros_like(group_coefficients[:, -1:])], 1)
         coded_mean = self.decode_mean(group_coefficients)  # (B, 3P)
         residual = streamlines - coded_mean[:, None]  # (B, S, 3P)
         residual_coefficients = residual @ self.residual_basis.T / self.residual_std  # (B, S, D - 1)
@@ -131,6 +145,7 @@ class UniformLevels(nn.Module):
         self.register_buffer("half_l", half_l, persistent=False)
         self.register_buffer("offset", offset, persistent=False)
         self.register_buffer("half_width", torch.div(levels, 2, rounding_mode="floor"), persistent=False)
+        self.register_buffer("levels", levels, persistent=False)
 
     def precompensate(self, latents: Tensor) -> Tensor:
         """FSQ inputs ``(..., D)`` whose bound is ``latents / delta``, clipped to the levels."""
@@ -141,6 +156,47 @@ class UniformLevels(nn.Module):
     def decompand(self, codes: Tensor) -> Tensor:
         """Coefficients ``(..., D)`` from FSQ's codes ``(..., D)``."""
         return codes * self.half_width * self.delta
+
+    def round(self, values: Tensor, channel: int) -> Tensor:
+        """``values`` on channel ``channel``'s grid, as FSQ and :meth:`decompand` return them."""
+        lowest, highest = -self.half_width[channel], self.levels[channel] - 1 - self.half_width[channel]
+        return torch.clamp(torch.round(values / self.delta[channel]), lowest, highest) * self.delta[channel]
+
+
+#: Smallest gain coded: groups with smaller differences are quantized as finely as this.
+GAIN_FLOOR = 0.2
+
+
+def gain_latents(latents: Tensor, uniform: UniformLevels) -> Tensor:
+    """Divide each group's difference coefficients by their RMS (the gain), and code the
+    gain's logarithm, on channel 0's grid, in the last streamline's channel 0.
+
+    Groups unlike the training bundles (a subject's noisier streamlines, a sparse
+    whole-brain group of unrelated streamlines) have differences many training deviations
+    wide, which a fixed quantizer range clips; with the gain, every group's differences
+    fill the range. Costs the mean streamline's last (least varying) coefficient.
+
+    Parameters
+    ----------
+    latents : Tensor, shape (B, S, D)
+        From :meth:`BasisCodec.encode` of a codec with ``gain=True``.
+    uniform : UniformLevels
+
+    Returns
+    -------
+    Tensor, shape (B, S, D)
+    """
+    rms = latents[..., 1:].pow(2).mean(dim=(1, 2)).sqrt()  # (B,)
+    log_gain = uniform.round(torch.log(rms.clamp(min=GAIN_FLOOR)), 0)  # exactly what the decoder reads
+    means = torch.cat([latents[:, :-1, 0], log_gain[:, None]], dim=1)  # (B, S)
+    return torch.cat([means[..., None], latents[..., 1:] / log_gain.exp()[:, None, None]], dim=-1)
+
+
+def ungain_latents(latents: Tensor) -> Tensor:
+    """Inverse of :func:`gain_latents` on decoded coefficients ``(B, S, D)``."""
+    gain = latents[:, -1, 0].exp()  # (B,)
+    means = torch.cat([latents[:, :-1, 0], torch.zeros_like(gain)[:, None]], dim=1)  # (B, S)
+    return torch.cat([means[..., None], latents[..., 1:] * gain[:, None, None]], dim=-1)
 
 
 class BasisEncoder(nn.Module):
@@ -156,14 +212,14 @@ class BasisEncoder(nn.Module):
 
     def __init__(self, latent_dim: int, group_size: int, n_points: int, levels=None, **_unused):
         super().__init__()
-        self.codec = BasisCodec(group_size, n_points, latent_dim)
         self.uniform = None if levels is None else UniformLevels(levels, latent_dim)
+        self.codec = BasisCodec(group_size, n_points, latent_dim, gain=self.uniform is not None)
 
     def forward(self, groups: Tensor) -> Tensor:
         """Latents ``(B, D, S, 1)`` (channels first) of groups ``(B, 3, S, P)``."""
         latents = self.codec.encode(_streamlines(groups))  # (B, S, D)
         if self.uniform is not None:
-            latents = self.uniform.precompensate(latents)
+            latents = self.uniform.precompensate(gain_latents(latents, self.uniform))
         return latents.transpose(1, 2)[..., None]
 
 
@@ -189,8 +245,8 @@ class BasisDecoder(nn.Module):
     ):
         super().__init__()
         self.n_points = n_points
-        self.codec = BasisCodec(group_size, n_points, latent_dim)
         self.uniform = None if levels is None else UniformLevels(levels, latent_dim)
+        self.codec = BasisCodec(group_size, n_points, latent_dim, gain=self.uniform is not None)
         widths = (latent_dim, *[hidden_channels] * residual_blocks)
         layers = []
         for cin, cout in zip(widths, widths[1:]):
@@ -204,7 +260,7 @@ class BasisDecoder(nn.Module):
         """Groups ``(B, 3, S, P)`` from latents ``(B, D, S, 1)``."""
         latents = latents[..., 0].transpose(1, 2)  # (B, S, D)
         if self.uniform is not None:
-            latents = self.uniform.decompand(latents)
+            latents = ungain_latents(self.uniform.decompand(latents))
         streamlines = self.codec.decode(latents) + self.correction(latents)  # (B, S, 3P)
         count, size, _ = streamlines.shape
         return streamlines.reshape(count, size, 3, self.n_points).transpose(1, 2)  # (B, 3, S, P)

@@ -33,6 +33,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from tractvq._config import check_integer, dataclass_from_dict
 from tractvq.bundles import PAPER_SETTINGS, GroupingSettings
 
 __all__ = ["PRESETS", "PRESET_NAMES", "ModelConfig", "preset_config"]
@@ -121,8 +122,8 @@ class ModelConfig:
             )
         object.__setattr__(self, "bottleneck_options", _json_options(self.bottleneck_options))
         for name in ("codebook_size", "latent_dim", "hidden_channels", "residual_channels"):
-            _check_integer(name, getattr(self, name), minimum=2 if name == "codebook_size" else 1)
-        _check_integer("residual_blocks", self.residual_blocks, minimum=0, maximum=MAX_RESIDUAL_BLOCKS)
+            check_integer(name, getattr(self, name), minimum=2 if name == "codebook_size" else 1, maximum=MAX_SIZE)
+        check_integer("residual_blocks", self.residual_blocks, minimum=0, maximum=MAX_RESIDUAL_BLOCKS)
         channels = self.channels
         if isinstance(channels, (str, bytes)) or not hasattr(channels, "__iter__"):
             raise ValueError(f"channels must be a sequence of positive integers, got {channels!r}")
@@ -132,7 +133,7 @@ class ModelConfig:
         if len(channels) > 16:
             raise ValueError(f"channels may hold at most 16 stages, got {len(channels)}")
         for value in channels:
-            _check_integer("each of channels", value, minimum=1)
+            check_integer("each of channels", value, minimum=1, maximum=MAX_SIZE)
         object.__setattr__(self, "channels", tuple(int(value) for value in channels))
         if self.preset == "paper" and len(channels) != 2:
             raise ValueError(
@@ -148,7 +149,7 @@ class ModelConfig:
         if not isinstance(self.grouping, GroupingSettings):
             raise ValueError(f"grouping must be a GroupingSettings, got {self.grouping!r}")
         for name in ("group_size", "n_points"):
-            _check_integer(f"grouping.{name}", getattr(self.grouping, name), minimum=1)
+            check_integer(f"grouping.{name}", getattr(self.grouping, name), minimum=1, maximum=MAX_SIZE)
         factor = 2 ** len(channels)
         for name in ("group_size", "n_points") if self.layout == "grid" else ():
             size = getattr(self.grouping, name)
@@ -196,43 +197,10 @@ class ModelConfig:
         Raises
         ------
         ValueError
-            If ``data`` is not a mapping, has a key that is no field, or a value is invalid.
+            If ``data`` or its ``grouping`` is not a mapping, has a key that is no field, or a
+            value is invalid.
         """
-        if not isinstance(data, Mapping):
-            raise ValueError(f"a model config must be a mapping, got {type(data).__name__}")
-        known = {item.name for item in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown model config key(s) {', '.join(map(repr, unknown))};"
-                f" the keys are: {', '.join(sorted(known))}"
-            )
-        values = dict(data)
-        if "grouping" in values and not isinstance(values["grouping"], GroupingSettings):
-            values["grouping"] = _grouping_from_dict(values["grouping"])
-        if "channels" in values and isinstance(values["channels"], list):
-            values["channels"] = tuple(values["channels"])
-        return cls(**values)
-
-
-def _grouping_from_dict(data) -> GroupingSettings:
-    if not isinstance(data, Mapping):
-        raise ValueError(f"grouping must be a mapping of GroupingSettings fields, got {data!r}")
-    known = {item.name for item in fields(GroupingSettings)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(
-            f"unknown grouping key(s) {', '.join(map(repr, unknown))};"
-            f" the keys are: {', '.join(sorted(known))}"
-        )
-    return GroupingSettings(**data)
-
-
-def _check_integer(name: str, value, *, minimum: int, maximum: int = MAX_SIZE) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value > maximum:
-        raise ValueError(f"{name} must be at most {maximum:,}, got {value!r}")
+        return dataclass_from_dict(cls, data, name="model config", nested={"grouping": GroupingSettings})
 
 
 def _json_options(options) -> dict:
@@ -322,5 +290,5 @@ def preset_config(name: str, **overrides) -> ModelConfig:
     if "preset" in overrides and overrides["preset"] != _PRESETS[name].get("preset", "paper"):
         raise ValueError(f"preset_config({name!r}) cannot set preset={overrides['preset']!r}")
     if isinstance(overrides.get("grouping"), Mapping):
-        overrides["grouping"] = _grouping_from_dict(overrides["grouping"])
+        overrides["grouping"] = dataclass_from_dict(GroupingSettings, overrides["grouping"], name="grouping")
     return replace(ModelConfig(**_PRESETS[name]), **overrides)

@@ -53,12 +53,11 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from tractvq.quantizers._geometry import NORM_EPS, directions, reflect
 from tractvq.quantizers.base import register
 from tractvq.quantizers.ema import EMAVectorQuantizer
 
 __all__ = ["reflect_to", "HouseholderVQ"]
-
-_NORM_EPS = 1e-6
 
 
 def reflect_to(latents: Tensor, codes: Tensor) -> Tensor:
@@ -77,14 +76,9 @@ def reflect_to(latents: Tensor, codes: Tensor) -> Tensor:
         ``(||e|| / ||z||) (z - 2 v (v^T z))`` with ``v`` the unit vector along
         ``z/||z|| - e/||e||``; numerically ``e``, Jacobian ``(||e|| / ||z||) H``.
     """
-    z, e = latents.detach(), codes.detach()
-    z_norm = z.norm(dim=1, keepdim=True).clamp_min(_NORM_EPS)  # (N, 1)
-    e_norm = e.norm(dim=1, keepdim=True)  # (N, 1)
-    u = z / z_norm  # (N, D)
-    w = e / e_norm.clamp_min(_NORM_EPS)  # (N, D)
-    v = F.normalize(u - w, dim=1, eps=_NORM_EPS)  # reflection vector, (N, D)
-    v_z = (v * latents).sum(dim=1, keepdim=True)  # v^T z, (N, 1)
-    return (e_norm / z_norm) * (latents - 2 * v * v_z)
+    u, w, scale = directions(latents, codes)  # (N, D), (N, D), (N, 1)
+    v = F.normalize(u - w, dim=1, eps=NORM_EPS)  # reflection vector, (N, D)
+    return scale * reflect(v, latents)
 
 
 @register

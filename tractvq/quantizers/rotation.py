@@ -26,12 +26,11 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from tractvq.quantizers._geometry import NORM_EPS, directions, reflect
 from tractvq.quantizers.base import register
 from tractvq.quantizers.vq import VectorQuantizer
 
 __all__ = ["rotate_to", "RotationVQ"]
-
-_NORM_EPS = 1e-6  # as vector-quantize-pytorch's rotate_to
 
 
 def rotate_to(latents: Tensor, codes: Tensor) -> Tensor:
@@ -49,15 +48,11 @@ def rotate_to(latents: Tensor, codes: Tensor) -> Tensor:
     Tensor, shape (N, D)
         ``sg(||c||/||z||) sg(R) z``, numerically ``c``; its Jacobian is ``(||c||/||z||) R``.
     """
-    z, c = latents.detach(), codes.detach()
-    z_norm = z.norm(dim=1, keepdim=True).clamp_min(_NORM_EPS)  # (N, 1)
-    c_norm = c.norm(dim=1, keepdim=True)  # (N, 1)
-    e = z / z_norm  # (N, D)
-    q = c / c_norm.clamp_min(_NORM_EPS)  # (N, D)
-    r = F.normalize(e + q, dim=1, eps=_NORM_EPS)  # (N, D)
-    r_z = (r * latents).sum(dim=1, keepdim=True)  # r^T z, (N, 1)
+    e, q, scale = directions(latents, codes)  # (N, D), (N, D), (N, 1)
+    r = F.normalize(e + q, dim=1, eps=NORM_EPS)  # (N, D)
+    reflected = reflect(r, latents)  # z - 2 r (r^T z), (N, D)
     e_z = (e * latents).sum(dim=1, keepdim=True)  # e^T z, (N, 1)
-    return (c_norm / z_norm) * (latents - 2 * r * r_z + 2 * q * e_z)
+    return scale * (reflected + 2 * q * e_z)
 
 
 @register

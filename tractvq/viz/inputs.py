@@ -1,8 +1,9 @@
 """What to show: a bundle from a tractogram, a dataset folder or a codes file, and groups by name.
 
 * :func:`load_bundle` reads one bundle's streamlines in millimetres (RASMM) from a tractogram
-  (``.trk``, ``.tck``, ``.trx``, ... or a published ``.npy`` array), a folder of them (one
-  bundle picked by name), or a codes file (decoded with its model).
+  (``.trk``, ``.tck``, ``.trx``, ... or a published ``.npy`` array), a ``.trx`` file with
+  groups or a folder of tractograms (one bundle picked by name), or a codes file (decoded
+  with its model).
 * :func:`parse_group` turns ``BUNDLE:INDEX`` into a group of :class:`~tractvq.bundles.GroupedBundles`,
   and :func:`group_streamlines` gives that group's streamlines.
 """
@@ -27,7 +28,7 @@ class ShownBundle:
     Attributes
     ----------
     label : str
-        A short title: the file's name, or ``BUNDLE (folder or codes file)``.
+        A short title: the file's name, or ``BUNDLE (file or folder)``.
     streamlines : list of ndarray, shape (P_i, 3)
         Millimetres, RASMM, in the file's order.
     path : pathlib.Path
@@ -66,8 +67,8 @@ def load_bundle(path: str | os.PathLike, *, bundle: str | None = None, reference
         or dataset in the TractoInferno layout, or a plain folder), or a codes file
         (``.npz`` from ``tractvq encode``).
     bundle : str, optional
-        The bundle's name in a folder or codes file holding several (ignored for a
-        tractogram file).
+        The bundle's name in a folder, a codes file or a ``.trx`` file with groups holding
+        several (a TRX group's name; ignored for other tractogram files).
     reference : str or os.PathLike, optional
         Spatial reference for formats without one (``.tck``, ...).
     model : str or os.PathLike or BundleAutoencoder, optional
@@ -97,7 +98,7 @@ def load_bundle(path: str | os.PathLike, *, bundle: str | None = None, reference
         tractogram = decode(codes, model)[index]
         return _shown(f"{names[index]} ({path.name})", tractogram, path)
     records = io.find_tractograms(path)
-    if path.is_file():
+    if path.is_file() and len(records) == 1:
         (record,) = records
         label = path.name
     else:
