@@ -1,53 +1,114 @@
-"""Time ``tractvq encode`` end to end against DIPY's load + resample on a whole-brain-sized
-tractogram.
+"""Time ``tractvq encode`` as a whole process against DIPY's load + resample, and compare
+their peak memory, on whole-brain-sized tractograms.
 
 Usage::
 
-    python benchmarks/bench_encode.py [--model default] [--streamlines 36000] [--repeats 3]
+    python benchmarks/bench_encode.py [--model default] [--streamlines 367630] [--large] [--repeats 3]
 
-Makes the synthetic whole-brain ``.trk`` of ``bench_spine.py`` (>= 36,000 streamlines of
-20-200 mm), then times (best of ``--repeats``, interleaved): DIPY's ``load_tractogram`` +
-``set_number_of_points`` to 64 points, and :func:`tractvq.encode` with the model (load,
-resample, group, normalise, encode every group) followed by writing the codes file. Prints
-both and the ratio. Goal: ratio <= 2.0.
+Makes a whole-brain ``.trk`` as issue 15 measured it: the synthetic whole-brain tractogram of
+``bench_spine.py`` (36,763 smooth curves of 20-200 mm, 40-400 points each) repeated with
+small random shifts (up to 1 mm) to ``--streamlines`` (367,630: ten copies; ``--large``
+adds a file of 3,676,300, about 9 GiB on disk). Then, ``--repeats`` pairs, interleaved, each
+in a fresh process measured from a fresh parent (wall time; peak resident memory from
+``getrusage(RUSAGE_CHILDREN)``): DIPY's ``load_tractogram`` + ``set_number_of_points`` to 64
+points, and ``tractvq encode FILE -o codes.npz`` (imports, model, load, resample, group,
+normalise, encode, write). Prints the medians and the ratios. Goals: time <= 2.0, peak
+memory <= 1.5.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
-import torch
-from bench_spine import best_times, dipy_load_and_resample, make_whole_brain
+from bench_spine import make_whole_brain
 
-import tractvq
+#: Streamlines of the tractogram that is repeated (the real one of issue 15 had this many).
+BASE_STREAMLINES = 36_763
+LARGE_STREAMLINES = 3_676_300
+
+DIPY = (
+    "from dipy.io.streamline import load_tractogram\n"
+    "from dipy.tracking.streamline import set_number_of_points\n"
+    "import sys\n"
+    "set_number_of_points(load_tractogram(sys.argv[1], 'same', bbox_valid_check=False).streamlines, nb_points=64)\n"
+)
+#: Runs its arguments as a command and prints its wall time and peak memory (MiB).
+MEASURE = (
+    "import resource, subprocess, sys, time\n"
+    "start = time.perf_counter()\n"
+    "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+    "print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)\n"
+)
+
+
+def make_repeated(path: Path, count: int, rng: np.random.Generator) -> None:
+    """Write ``count`` streamlines: the base tractogram, then shifted copies of it."""
+    base_path = path.with_name("base.trk")
+    make_whole_brain(base_path, min(count, BASE_STREAMLINES), rng)
+    base = nib.streamlines.load(str(base_path))
+    streamlines = base.streamlines
+    shifts = rng.uniform(-1, 1, (-(-count // len(streamlines)), 3)).astype(np.float32)
+    shifts[0] = 0
+
+    def repeated():
+        for index in range(count):
+            copy, row = divmod(index, len(streamlines))
+            yield streamlines[row] + shifts[copy]
+
+    tractogram = nib.streamlines.LazyTractogram(repeated, affine_to_rasmm=np.eye(4))
+    nib.streamlines.save(tractogram, str(path), header=base.header)
+    base_path.unlink()
+
+
+def measure(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak resident MiB of ``command``, run from a fresh parent."""
+    result = subprocess.run([sys.executable, "-c", MEASURE, *command], check=True, capture_output=True, text=True)
+    seconds, mebibytes = result.stdout.split()
+    return float(seconds), float(mebibytes)
+
+
+def compare(path: Path, model: str, repeats: int) -> None:
+    """Print the medians of ``repeats`` interleaved pairs and their ratios."""
+    codes = path.with_name("codes.npz")
+    commands = {
+        "DIPY load + resample": [sys.executable, "-c", DIPY, str(path)],
+        "tractvq encode": [sys.executable, "-m", "tractvq.cli.main", "encode", str(path), "-m", model,
+                           "-o", str(codes), "--force"],
+    }
+    runs = {name: [] for name in commands}
+    for _ in range(repeats):
+        for name, command in commands.items():
+            runs[name].append(measure(command))
+    medians = {name: [statistics.median(values) for values in zip(*spent)] for name, spent in runs.items()}
+    for name, (seconds, mebibytes) in medians.items():
+        print(f"  {name:22s} {seconds:7.2f} s {mebibytes:8.0f} MiB peak")
+    (dipy_seconds, dipy_peak), (ours_seconds, ours_peak) = medians.values()
+    print(f"  ratios: time {ours_seconds / dipy_seconds:.2f} (goal <= 2.0), peak memory {ours_peak / dipy_peak:.2f} (goal <= 1.5)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="model file or shipped name")
-    parser.add_argument("--streamlines", type=int, default=36_000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--streamlines", type=int, default=10 * BASE_STREAMLINES)
+    parser.add_argument("--large", action="store_true", help=f"also {LARGE_STREAMLINES:,} streamlines")
+    parser.add_argument("--repeats", type=int, default=3, help="pairs of runs (medians are printed)")
     parser.add_argument("--seed", type=int, default=0)
     arguments = parser.parse_args()
-    model = tractvq.load_model(arguments.model)
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "whole_brain.trk"
-        make_whole_brain(path, arguments.streamlines, np.random.default_rng(arguments.seed))
-
-        def encode_to_file(source: Path) -> None:
-            tractvq.encode([source], model).save(Path(folder) / "codes.npz", force=True)
-
-        encode_to_file(path)  # warm-up (first use of the model's kernels)
-        codes = tractvq.Codes.load(Path(folder) / "codes.npz")
-        print(f"{arguments.streamlines} streamlines -> {len(codes.layout)} groups, codes {codes.nbytes / 2**20:.2f} MiB"
-              f" ({model.config.preset} + {model.config.bottleneck}, {torch.get_num_threads()} threads)")
-        dipy_seconds, tractvq_seconds = best_times((dipy_load_and_resample, encode_to_file), path, arguments.repeats)
-    print(f"DIPY load + resample:   {dipy_seconds:.3f} s")
-    print(f"tractvq encode to file: {tractvq_seconds:.3f} s")
-    print(f"ratio: {tractvq_seconds / dipy_seconds:.2f} (goal <= 2.0)")
+    sizes = [arguments.streamlines] + ([LARGE_STREAMLINES] if arguments.large else [])
+    rng = np.random.default_rng(arguments.seed)
+    for count in sizes:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "whole_brain.trk"
+            make_repeated(path, count, rng)
+            print(f"{count:,} streamlines ({path.stat().st_size / 2**20:.0f} MiB), median of {arguments.repeats}:")
+            compare(path, arguments.model, arguments.repeats)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ Timed side by side, the runs interleaved so that load on the machine affects all
 * the floor: a plain-torch straight-through VQ written here (nearest code by one matrix
   product, codebook + 0.25 commitment loss, ``z + sg[c - z]``).
 
-Prints a table: best and median ms, and the ratio of each best time to the floor's best. Goal:
-every hard quantizer (discrete, one code per vector in training) <= 1.2x the floor.
+Prints a table: best and median ms, and the ratio of each best time to the floor's best. Goals:
+every hard quantizer (discrete, one code per vector in training, no sampling) <= 1.2x the
+floor; every soft one (Gumbel-softmax: draws N x K noise in training) <= 3x.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from torch import Tensor, nn
 from tractvq.quantizers import available, build
 
 GOAL = 1.2
-SOFT = ("vqdiff",)  # trains on a weighted mean of all codes: not a hard quantizer
+SOFT_GOAL = 3.0
+SOFT = ("gumbel", "gmvq", "vqdiff")  # draw N x K Gumbel noise in training
 WARMUP = 3
 
 
@@ -158,16 +160,21 @@ def main() -> None:
     seconds = time_all(runs, latents, target, arguments.repeats)
     floor = min(seconds["plain-torch STE (floor)"])
     width = max(map(len, runs))
-    print(f"{'method':<{width}}  {'best ms':>8}  {'median ms':>9}  {'x floor':>7}  goal <= {GOAL}x")
+    header = f"{'method':<{width}}  {'best ms':>8}  {'median ms':>9}  {'x floor':>7}"
+    print(f"{header}  goal: hard <= {GOAL}x, soft <= {SOFT_GOAL}x")
     slow = []
     for label, (_, _, kind) in runs.items():
         best, median = min(seconds[label]), statistics.median(seconds[label])
         ratio = best / floor
-        verdict = {"hard": "ok" if ratio <= GOAL else "SLOW", "floor": "floor"}.get(kind, kind)
-        if verdict == "SLOW":
+        goal = {"hard": GOAL, "soft": SOFT_GOAL}.get(kind)
+        verdict = kind if goal is None else f"{kind} {'ok' if ratio <= goal else 'SLOW'}"
+        if verdict.endswith("SLOW"):
             slow.append(label)
         print(f"{label:<{width}}  {1000 * best:8.1f}  {1000 * median:9.1f}  {ratio:7.2f}  {verdict}")
-    print(f"hard quantizers over {GOAL}x the floor: {', '.join(slow) if slow else 'none'}")
+    print(
+        f"over the goal ({GOAL}x the floor hard, {SOFT_GOAL}x soft): "
+        f"{', '.join(slow) if slow else 'none'}"
+    )
 
 
 if __name__ == "__main__":

@@ -238,7 +238,7 @@ def test_a_trx_without_groups_stays_one_bundle_and_a_group_may_be_named_ungroupe
 def test_the_groups_of_one_trx_are_read_from_one_load(tmp_path, monkeypatch):
     path = _trx_with_groups(tmp_path / "subject.trx", _walks(6), {name: [index] for index, name in enumerate("ABCDEF")})
     loads, original = [], io.load
-    monkeypatch.setattr(io, "load", lambda *args: loads.append(args) or original(*args))
+    monkeypatch.setattr(io, "load", lambda *args, **options: loads.append(args) or original(*args, **options))
     assert [len(io.read_record(record)) for record in io.find_tractograms(path)] == [1] * 6
     assert len(loads) == 1
 

@@ -12,10 +12,17 @@ import torch.nn.functional as F
 from diveq import DIVEQ, SFDIVEQ
 
 from tractvq.quantizers import build
-from tractvq.quantizers._codebook import replace_unused_codes
+from scipy import stats
+
+from tractvq.quantizers._codebook import (
+    distance_logits,
+    relaxed_gumbel_sample,
+    replace_unused_codes,
+    squared_distances,
+)
 from tractvq.quantizers.diveq import DiVeQ
 from tractvq.quantizers.gmvq import GMVQ
-from tractvq.quantizers.gumbel import GumbelSoftmax
+from tractvq.quantizers.gumbel import GumbelSoftmax, _UniformPriorKL
 from tractvq.quantizers.nsvq import NSVQ
 from tractvq.quantizers.sf_diveq import SFDiVeQ
 from tractvq.quantizers.vqdiff import VQDiff
@@ -25,8 +32,8 @@ HARD = ["gumbel", "nsvq", "diveq", "gmvq"]  # evaluation returns codebook rows
 
 
 def _gumbel_noise(shape):
-    """The Gumbel(0, 1) draw of ``torch.nn.functional.gumbel_softmax``, from torch's RNG."""
-    return -torch.empty(shape).exponential_().log()
+    """The Gumbel(0, 1) draw of the soft quantizers, ``-log(-log U)``, from torch's RNG."""
+    return -torch.rand(shape).log().neg().log()
 
 
 def _nearest(latents, codebook):
@@ -129,6 +136,49 @@ def test_bad_options_raise_value_error_naming_the_value(name, options, bad):
         build(name, dim=4, **options)
 
 
+# ------------------------------------------------------------------------ shared helpers
+
+
+def test_distance_logits_are_the_negative_squared_distances_with_their_gradient():
+    torch.manual_seed(0)
+    latents = torch.randn(40, 5, dtype=torch.float64, requires_grad=True)
+    codebook = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    exact = -(latents[:, None] - codebook[None]).pow(2).sum(-1).detach()
+    torch.testing.assert_close(distance_logits(latents, codebook).detach(), exact)
+    torch.testing.assert_close(distance_logits(latents, codebook, 0.3).detach(), 0.3 * exact)
+    float_latents, float_codebook = latents.detach().float(), codebook.detach().float()
+    assert torch.equal(  # scale 1: exactly minus squared_distances, before its clamp at 0
+        distance_logits(float_latents, float_codebook).clamp_max(0),
+        -squared_distances(float_latents, float_codebook),
+    )
+    assert torch.autograd.gradcheck(lambda z, c: distance_logits(z, c, 0.7), (latents, codebook))
+
+
+def test_relaxed_gumbel_sample_has_the_law_of_torch_gumbel_softmax():
+    """Two-sample KS tests: every weight, and the argmax frequencies (chi-square), of 20,000
+    seeded draws against ``torch.nn.functional.gumbel_softmax``'s, on the same logits."""
+    logits = torch.tensor([[0.0, -0.5, -1.0, -3.0]]).expand(20_000, 4)
+    torch.manual_seed(0)
+    ours = relaxed_gumbel_sample(logits, 0.7)
+    torch.manual_seed(1)
+    reference = F.gumbel_softmax(logits, tau=0.7)
+    for k in range(4):
+        assert stats.ks_2samp(ours[:, k].numpy(), reference[:, k].numpy()).pvalue > 0.01
+    counts = torch.stack([torch.bincount(w.argmax(1), minlength=4) for w in (ours, reference)])
+    assert stats.chi2_contingency(counts.numpy()).pvalue > 0.01
+    expected = 20_000 * logits[0].double().softmax(0)  # Gumbel-max: argmax ~ softmax(l)
+    assert stats.chisquare(counts[0].double().numpy(), expected.numpy()).pvalue > 0.01
+
+
+def test_relaxed_gumbel_sample_noise_is_exactly_gumbel_of_torch_uniforms():
+    torch.manual_seed(3)
+    logits = torch.randn(50, 6)
+    sample = relaxed_gumbel_sample(logits, 0.5)
+    torch.manual_seed(3)
+    torch.randn(50, 6)
+    torch.testing.assert_close(sample, ((logits + _gumbel_noise((50, 6))) / 0.5).softmax(1))
+
+
 # ------------------------------------------------------------------------ Gumbel
 
 
@@ -170,6 +220,22 @@ def test_gumbel_loss_is_the_weighted_kl_of_the_posterior_to_uniform():
     posterior = (-(latents[:, None] - quantizer.codebook.weight[None]).pow(2).sum(-1)).softmax(1)
     expected = 0.5 * (posterior * (4 * posterior).log()).sum(1).mean()
     torch.testing.assert_close(quantizer(latents).loss, expected.detach())
+
+
+def test_gumbel_kl_value_and_gradient_are_those_of_the_log_softmax_formula():
+    torch.manual_seed(0)
+    logits = (torch.randn(64, 9, dtype=torch.float64) * 30).requires_grad_()  # peaked rows too
+    assert torch.autograd.gradcheck(_UniformPriorKL.apply, (logits,))
+    quantizer = GumbelSoftmax(3, 9, kl_weight=0.5).eval()
+    latents = (torch.randn(64, 3) * 4).requires_grad_()
+    quantizer(latents).loss.backward()
+    plain = latents.detach().clone().requires_grad_()
+    codebook = quantizer.codebook.weight.detach()
+    log_q = (-(plain[:, None] - codebook[None]).pow(2).sum(-1)).log_softmax(1)
+    expected = 0.5 * (log_q.exp() * (log_q + math.log(9))).sum(1).mean()
+    expected.backward()
+    torch.testing.assert_close(quantizer(latents).loss, expected.detach())
+    torch.testing.assert_close(latents.grad, plain.grad)
 
 
 def test_gumbel_temperature_schedule_and_its_checkpoint():
@@ -554,8 +620,6 @@ def test_vqdiff_training_output_is_the_gumbel_softmax_weighted_mean_of_codes():
     logits = -(latents[:, None] - codebook[None]).pow(2).sum(-1)
     torch.manual_seed(1)
     weights = ((logits + _gumbel_noise((16, 6))) / 10.0).softmax(1)  # tau = 10
-    torch.manual_seed(1)
-    torch.testing.assert_close(weights, F.gumbel_softmax(logits, tau=10.0))
     torch.testing.assert_close(output.quantized, weights @ codebook)
     assert torch.equal(output.indices, weights.argmax(1))
     assert output.loss.item() == 0.0

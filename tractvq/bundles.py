@@ -290,13 +290,27 @@ def _first_component_projection(features: np.ndarray) -> np.ndarray:
     return (centred @ _principal_axes(centred)[..., None])[..., 0]
 
 
+#: Groups :func:`_chain_order` orders at once: its distances are ``(groups, S, S)`` float64,
+#: as large as the groups' data for all of them.
+_CHAIN_GROUPS = 256
+
+
 def _chain_order(features: np.ndarray) -> np.ndarray:
     """Canonical order of the rows of each group ``(G, S, d)``: a nearest-neighbour chain.
 
     The chain starts at the row lowest on the group's first principal component and each
     next row is the nearest (in feature space) row not yet taken, so neighbouring rows of
-    the group image are similar streamlines. Returns the ``(G, S)`` permutation.
+    the group image are similar streamlines. Returns the ``(G, S)`` permutation, made
+    :data:`_CHAIN_GROUPS` groups at a time.
     """
+    order = np.empty(features.shape[:2], dtype=np.int64)
+    for start in range(0, len(features), _CHAIN_GROUPS):
+        order[start : start + _CHAIN_GROUPS] = _chains(features[start : start + _CHAIN_GROUPS])
+    return order
+
+
+def _chains(features: np.ndarray) -> np.ndarray:
+    """:func:`_chain_order` of all the groups ``(G, S, d)`` at once."""
     n_groups, size, _ = features.shape
     squared_norms = np.einsum("gsi,gsi->gs", features, features)
     distances = squared_norms[:, :, None] + squared_norms[:, None, :] - 2 * np.einsum("gsi,gti->gst", features, features)
@@ -404,9 +418,11 @@ def group_streamlines(
         streamline_index, mask, flipped = (
             np.take_along_axis(array, rows, axis=1) for array in (streamline_index, mask, flipped)
         )
-    members = points[streamline_index]  # (G, S, P, 3) float32
-    members[flipped] = members[flipped][:, ::-1]
-    data = np.ascontiguousarray(members.transpose(0, 3, 1, 2))  # (G, 3, S, P)
+    data = np.empty((len(streamline_index), 3, size, n_points), np.float32)  # (G, 3, S, P)
+    for axis in range(3):  # one coordinate at a time: a third of the groups' size at once
+        coordinate = points[:, :, axis][streamline_index]  # (G, S, P)
+        coordinate[flipped] = coordinate[flipped][:, ::-1]
+        data[:, axis] = coordinate
     offset, scale = _fit_normalization(data, settings)
     data -= offset.astype(np.float32)[:, :, None, None]
     data /= scale.astype(np.float32)[:, None, None, None]
@@ -514,6 +530,7 @@ def group(
             for key in sorted(data)
         ),
     )
+    del tractogram  # the last reference in group(load(path)): its points go before grouping
     return group_streamlines(points, settings, source=source)
 
 

@@ -273,7 +273,7 @@ def _trk_data_size(tractogram: StatefulTractogram, header: dict) -> int:
     """Bytes of a .trk's streamline data given what was read: counts, points, scalars, properties."""
     scalars = int(header[nib.streamlines.Field.NB_SCALARS_PER_POINT])
     properties = int(header[nib.streamlines.Field.NB_PROPERTIES_PER_STREAMLINE])
-    points = len(tractogram.streamlines.get_data())
+    points = int(np.sum(tractogram.streamlines._lengths))
     return len(tractogram.streamlines) * (4 + 4 * properties) + points * 4 * (3 + scalars)
 
 
@@ -394,16 +394,31 @@ def _read_group(path: Path, archive: zipfile.ZipFile, member: zipfile.ZipInfo, c
 
 
 def _check_coordinates(path: Path, tractogram: StatefulTractogram) -> None:
-    points = tractogram.streamlines.get_data()
-    if not np.all(np.isfinite(points)):
+    points = _points(tractogram.streamlines)
+    if not points.size:
+        return
+    low, high = points.min(), points.max()  # NaN if any is; no temporary of the data's size
+    if not (np.isfinite(low) and np.isfinite(high)):
         raise TractogramError(path, "holds non-finite coordinates (NaN or infinity)")
-    if points.size and np.abs(points).max() > MAX_COORDINATE_MM:
+    if max(-low, high) > MAX_COORDINATE_MM:
         raise TractogramError(
-            path, f"holds coordinates of {np.abs(points).max():.3g} mm, beyond {MAX_COORDINATE_MM:.0e} mm: not a tractogram in mm"
+            path, f"holds coordinates of {max(-low, high):.3g} mm, beyond {MAX_COORDINATE_MM:.0e} mm: not a tractogram in mm"
         )
 
 
-def load(path: str | os.PathLike, reference: str | os.PathLike | None = None) -> StatefulTractogram:
+def _points(streamlines) -> np.ndarray:
+    """All points ``(n, 3)`` of an ArraySequence: its buffer when that holds exactly them (as
+    after loading), without the copy ``get_data()`` makes."""
+    lengths = np.asarray(streamlines._lengths)
+    packed = len(streamlines._data) == lengths.sum() and np.array_equal(
+        streamlines._offsets, np.cumsum(lengths) - lengths
+    )
+    return streamlines._data if packed else streamlines.get_data()
+
+
+def load(
+    path: str | os.PathLike, reference: str | os.PathLike | None = None, *, check_coordinates: bool = True
+) -> StatefulTractogram:
     """Load a tractogram with DIPY into RASMM space.
 
     Parameters
@@ -414,6 +429,9 @@ def load(path: str | os.PathLike, reference: str | os.PathLike | None = None) ->
         The spatial reference (NIfTI image, ``.trk`` or ``.trx``). Required for formats that
         carry none (everything but ``.trk`` and ``.trx``); for those two, the file's own
         header is used when it is not given.
+    check_coordinates : bool, optional
+        Refuse non-finite coordinates and coordinates beyond :data:`MAX_COORDINATE_MM`
+        (false only to report them, as :func:`tractvq.summary.summarize` does).
 
     Returns
     -------
@@ -463,7 +481,8 @@ def load(path: str | os.PathLike, reference: str | os.PathLike | None = None) ->
         detail = "; ".join(messages) or "DIPY refused it"
         raise TractogramError(path, f"cannot load this {extension} file: {detail}")
     _check_streamline_count(path, tractogram)
-    _check_coordinates(path, tractogram)
+    if check_coordinates:
+        _check_coordinates(path, tractogram)
     return tractogram
 
 
@@ -767,6 +786,7 @@ def read_record(
     reference: str | os.PathLike | None = None,
     *,
     mm_per_unit: float = ARRAY_MM_PER_UNIT,
+    check_coordinates: bool = True,
 ) -> StatefulTractogram:
     """Load a tractogram, one group of a .trx file or a published array file.
 
@@ -781,6 +801,8 @@ def read_record(
         See :func:`load`; ignored for ``.npy`` arrays.
     mm_per_unit : float, optional
         See :func:`load_array`; used for ``.npy`` arrays only.
+    check_coordinates : bool, optional
+        See :func:`load`.
 
     Returns
     -------
@@ -792,15 +814,18 @@ def read_record(
     if isinstance(record, TractogramRecord) and record.indices is not None:
         status = path.stat()
         version = (os.fspath(path.resolve()), status.st_mtime_ns, status.st_size)
-        return _select(_load_whole(path, version, reference and os.fspath(reference)), record.indices)
-    return load(path, reference)
+        whole = _load_whole(path, version, reference and os.fspath(reference), check_coordinates)
+        return _select(whole, record.indices)
+    return load(path, reference, check_coordinates=check_coordinates)
 
 
 @functools.lru_cache(maxsize=1)
-def _load_whole(path: Path, version: tuple[str, int, int], reference: str | None) -> StatefulTractogram:
+def _load_whole(
+    path: Path, version: tuple[str, int, int], reference: str | None, check_coordinates: bool
+) -> StatefulTractogram:
     """:func:`load`, kept for the next group of the same file (``version``: its real path,
     modification time and size, so a changed file is read again)."""
-    return load(path, reference)
+    return load(path, reference, check_coordinates=check_coordinates)
 
 
 def _select(tractogram: StatefulTractogram, indices: np.ndarray) -> StatefulTractogram:

@@ -67,7 +67,7 @@ def summarize(
     TractogramError
         If the file cannot be read (see :func:`tractvq.io.load`).
     """
-    tractogram = read_record(record, reference)
+    tractogram = read_record(record, reference, check_coordinates=False)  # counted below, not refused
     streamlines = tractogram.streamlines
     points_per_streamline = np.asarray(streamlines._lengths, dtype=float)
     points = np.asarray(streamlines.get_data(), dtype=np.float64).reshape(-1, 3)

@@ -76,8 +76,8 @@ from torch import Tensor, nn
 
 from tractvq.quantizers._codebook import (
     AnnealedTemperature,
+    distance_logits,
     relaxed_gumbel_sample,
-    squared_distances,
     straight_through_entries,
     straight_through_rows,
 )
@@ -155,8 +155,7 @@ class GMVQ(AnnealedTemperature, Quantizer):
 
     def quantize(self, latents: Tensor) -> QuantizerOutput:
         means = self.codebook.weight  # mu, (K, D)
-        distances = squared_distances(latents, means)  # ||zh - mu_c||^2, (N, K)
-        logits = -distances / (2 * self.prior_std**2)  # l, log q(c|x) + const
+        logits = distance_logits(latents, means, 0.5 / self.prior_std**2)  # l = log q(c|x) + const
         if self.training:
             soft = relaxed_gumbel_sample(logits, self.temperature)  # (N, K)
             indices = soft.max(dim=1)[1]  # the Gumbel-max code c
@@ -164,11 +163,12 @@ class GMVQ(AnnealedTemperature, Quantizer):
             soft = None
             indices = logits.argmax(dim=1)
         # The one-hot y reads KL_c and s_c at the chosen code only: their gradient reaches the
-        # distances there (chosen_*), while the relaxed gradient of y needs them for every
+        # distance there (*_at_code), while the relaxed gradient of y needs them for every
         # code, as constants (table_*).
-        std_at_code, kl_at_code = self._std_and_kl(distances.gather(1, indices[:, None]))
+        chosen = (latents - means[indices]).pow(2).sum(dim=1, keepdim=True)  # (N, 1)
+        std_at_code, kl_at_code = self._std_and_kl(chosen)
         if self.training:
-            table_std, table_kl = self._std_and_kl_table(distances)  # (N, K)
+            table_std, table_kl = self._std_and_kl_table(logits)  # (N, K)
             noise = torch.randn_like(latents)  # eps, (N, D)
             std = straight_through_entries(soft, table_std, indices) + (
                 std_at_code - std_at_code.detach()
@@ -199,9 +199,10 @@ class GMVQ(AnnealedTemperature, Quantizer):
         return variance.sqrt(), 0.5 * self.dim * (ratio - 1 - ratio.log())  # s_c, KL_c
 
     @torch.no_grad()
-    def _std_and_kl_table(self, distances: Tensor) -> tuple[Tensor, Tensor]:
-        """:meth:`_std_and_kl` without gradient, in two new (N, K) buffers."""
-        variance = (distances / self.dim).clamp_min_(1e-12)  # s_c^2
+    def _std_and_kl_table(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`_std_and_kl` of the distances ``-2 sigma_z^2 l`` of logits ``l`` ``(N, K)``,
+        without gradient, in two new (N, K) buffers."""
+        variance = (logits * (-2 * self.prior_std**2 / self.dim)).clamp_min_(1e-12)  # s_c^2
         std = variance.sqrt()  # s_c
         ratio = variance.div_(self.prior_std**2)  # r_c
         log_ratio = ratio.log()

@@ -33,8 +33,8 @@ from torch import Tensor, nn
 
 from tractvq.quantizers._codebook import (
     AnnealedTemperature,
+    distance_logits,
     relaxed_gumbel_sample,
-    squared_distances,
     straight_through_rows,
 )
 from tractvq.quantizers.base import Quantizer, QuantizerOutput, codebook_stats, register
@@ -43,6 +43,32 @@ from tractvq.quantizers.vq import init_codebook
 __all__ = ["GumbelSoftmax"]
 
 LOGITS = ("distance", "linear")
+
+
+class _UniformPriorKL(torch.autograd.Function):
+    """``mean_n sum_k q_nk log(K q_nk)``, ``q = softmax(logits)`` ``(N, K)``: the KL of the
+    posterior to the uniform prior, averaged over the latents.
+
+    The same value and gradient as written with :func:`torch.log_softmax`, in fewer passes
+    over the ``(N, K)`` logits: one softmax, and ``log q = l - logsumexp(l)`` read off the
+    softmax at its largest entry. The gradient is ``q (log q - sum_k q_k log q_k) / N``.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor) -> Tensor:
+        posterior = logits.softmax(dim=1)  # q, (N, K)
+        top, code = posterior.max(dim=1)  # max q = exp(max l - logsumexp l)
+        log_normaliser = logits.gather(1, code[:, None]) - top.log()[:, None]  # logsumexp l
+        log_posterior = logits - log_normaliser  # log q, (N, K)
+        negative_entropy = torch.linalg.vecdot(posterior, log_posterior)  # (N,)
+        ctx.save_for_backward(posterior, log_posterior, negative_entropy)
+        return negative_entropy.mean() + math.log(logits.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        posterior, log_posterior, negative_entropy = ctx.saved_tensors
+        scale = grad / posterior.shape[0]
+        return (log_posterior - negative_entropy[:, None]).mul_(posterior).mul_(scale)
 
 
 @register
@@ -106,7 +132,7 @@ class GumbelSoftmax(AnnealedTemperature, Quantizer):
     def _logits(self, latents: Tensor) -> Tensor:
         if self.logits == "linear":
             return self.project(latents)
-        return -squared_distances(latents, self.codebook.weight)
+        return distance_logits(latents, self.codebook.weight)
 
     def quantize(self, latents: Tensor) -> QuantizerOutput:
         logits = self._logits(latents)  # (N, K)
@@ -117,8 +143,7 @@ class GumbelSoftmax(AnnealedTemperature, Quantizer):
         else:
             indices = logits.argmax(dim=1)
             quantized = self.codebook(indices)
-        log_posterior = logits.log_softmax(dim=1)
-        kl = (log_posterior.exp() * (log_posterior + math.log(self.codebook_size))).sum(1).mean()
+        kl = _UniformPriorKL.apply(logits)
         stats = codebook_stats(indices, self.codebook_size)
         stats["temperature"] = logits.new_tensor(self.temperature)
         return QuantizerOutput(quantized, indices, self.kl_weight * kl, stats)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tractvq.quantizers._codebook import relaxed_gumbel_sample, squared_distances
+from tractvq.quantizers._codebook import distance_logits, nearest_codes, relaxed_gumbel_sample
 from tractvq.quantizers.base import (
     Quantizer,
     QuantizerOutput,
@@ -99,19 +99,20 @@ class VQDiff(Quantizer):
             self.codebook.weight.normal_(0.0, init_std)
 
     def quantize(self, latents: Tensor) -> QuantizerOutput:
-        distances = squared_distances(latents, self.codebook.weight)  # ||z - e||^2, (N, K)
         mode = "sample" if self.training else self.eval_mode
         if mode == "hard":
-            indices = distances.argmin(dim=1)
+            indices = nearest_codes(latents.detach(), self.codebook.weight.detach())
             quantized = self.codebook(indices)  # exact rows
-            weights = F.one_hot(indices, self.codebook_size).to(distances.dtype)
+            weights = F.one_hot(indices, self.codebook_size).to(quantized.dtype)
         else:
+            codebook = self.codebook.weight
             if mode == "sample":
-                weights = relaxed_gumbel_sample(-distances, self.temperature)  # w
-            else:
-                weights = (distances / -self.temperature).softmax(dim=1)
+                logits = distance_logits(latents, codebook)  # -||z - e||^2, (N, K)
+                weights = relaxed_gumbel_sample(logits, self.temperature)  # w
+            else:  # softmax(-||z - e||^2 / tau)
+                weights = distance_logits(latents, codebook, 1 / self.temperature).softmax(dim=1)
             indices = weights.argmax(dim=1)
-            quantized = weights @ self.codebook.weight  # sum_i w_i e_i, (N, D)
+            quantized = weights @ codebook  # sum_i w_i e_i, (N, D)
         stats = codebook_stats(indices, self.codebook_size)
         stats["soft_perplexity"] = probability_stats(weights.mean(dim=0))["perplexity"]
         return QuantizerOutput(quantized, indices, latents.new_zeros(()), stats)
