@@ -14,8 +14,8 @@ BUAN at 5 mm, ``clust_thr`` 0) on these held-out sources:
 ``sample``
     an unseen individual: the repository's ``data/sample`` subject (TractoInferno);
 ``pyafq``
-    an unseen individual in native space: ``SHARED/pyafq_subject/*.trx``, read whole as one
-    bundle;
+    an unseen individual in native space: ``SHARED/pyafq_subject/*.trx``, its TRX groups
+    (ARC_L, ARC_R) as bundles;
 ``unseen-bundles``
     unseen bundle types: the HCP-842 bundles HCP-1065 lacks (:data:`HELD_OUT`), at most
     ``--per-bundle`` streamlines each (seeded);
