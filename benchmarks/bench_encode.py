@@ -19,6 +19,7 @@ memory <= 1.5.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -43,7 +44,7 @@ DIPY = (
 MEASURE = (
     "import resource, subprocess, sys, time\n"
     "start = time.perf_counter()\n"
-    "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+    "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
     "print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)\n"
 )
 
@@ -69,9 +70,20 @@ def make_repeated(path: Path, count: int, rng: np.random.Generator) -> None:
 
 def measure(command: list[str]) -> tuple[float, float]:
     """Wall seconds and peak resident MiB of ``command``, run from a fresh parent."""
-    result = subprocess.run([sys.executable, "-c", MEASURE, *command], check=True, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", MEASURE, *command], capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"{' '.join(command)} failed:\n{result.stderr}")
     seconds, mebibytes = result.stdout.split()
     return float(seconds), float(mebibytes)
+
+
+def _console_script() -> str:
+    """The installed ``tractvq`` command, the one beside this Python first (``python -m``
+    would put the working directory, maybe a checkout's ``tractvq/``, before the package)."""
+    found = shutil.which("tractvq", path=str(Path(sys.executable).parent)) or shutil.which("tractvq")
+    if found is None:
+        sys.exit("no tractvq command found: install tractvq (pip install -e .)")
+    return found
 
 
 def compare(path: Path, model: str, repeats: int) -> None:
@@ -79,8 +91,7 @@ def compare(path: Path, model: str, repeats: int) -> None:
     codes = path.with_name("codes.npz")
     commands = {
         "DIPY load + resample": [sys.executable, "-c", DIPY, str(path)],
-        "tractvq encode": [sys.executable, "-m", "tractvq.cli.main", "encode", str(path), "-m", model,
-                           "-o", str(codes), "--force"],
+        "tractvq encode": [_console_script(), "encode", str(path), "-m", model, "-o", str(codes), "--force"],
     }
     runs = {name: [] for name in commands}
     for _ in range(repeats):

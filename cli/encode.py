@@ -62,8 +62,10 @@ def encode(inputs, output, per_subject, workers, model, reference, coordinate_ra
 
 def _share() -> tuple[int, int]:
     """``(rank, world_size)`` of this process from ``RANK`` and ``WORLD_SIZE`` (as torchrun
-    sets them), ``(0, 1)`` without them."""
-    rank, world_size = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    sets them), ``(0, 1)`` without ``WORLD_SIZE``."""
+    if "WORLD_SIZE" not in os.environ:
+        return 0, 1
+    rank, world_size = os.environ.get("RANK", ""), os.environ["WORLD_SIZE"]
     if not (rank.isdigit() and world_size.isdigit() and int(rank) < int(world_size)):
         raise click.UsageError(f"RANK={rank!r} and WORLD_SIZE={world_size!r} must be integers with 0 <= RANK < WORLD_SIZE")
     return int(rank), int(world_size)

@@ -10,9 +10,11 @@ from hypothesis import strategies as st
 from tractvq import io
 from tractvq.bundles import (
     PAPER_SETTINGS,
+    BundleSource,
     GroupedBundles,
     GroupingSettings,
     group,
+    group_streamlines,
     resample,
 )
 from tractvq.errors import TractogramError
@@ -289,3 +291,17 @@ def test_the_published_arrays_round_trip_through_the_sample_and_the_paper_settin
         np.testing.assert_allclose(from_array.data.transpose(0, 2, 1, 3).reshape(published.shape), published, atol=1e-6)
         trk = sample_root / "sub-vqdiff" / "tractography" / f"sub-vqdiff__{array_path.stem}.trk"
         np.testing.assert_allclose(_sample_points(trk), 100 * published.transpose(0, 2, 1), atol=1e-4)
+
+
+def test_grouping_holds_at_most_about_twice_the_groups_data(sample_root):
+    import tracemalloc
+
+    points = resample(io.load(sample_root / "sub-vqdiff" / "tractography" / "sub-vqdiff__CC_Fr_1.trk"))
+    source = BundleSource("sub-vqdiff", "CC_Fr_1", "", len(points), io.array_reference())
+    tracemalloc.start()
+    try:
+        grouped = group_streamlines(points, GroupingSettings(), source=source)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2.2 * grouped.data.nbytes  # the groups, one coordinate of them, small arrays

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from tractvq import io
 from tractvq.encoding import ModelLike, _input_paths, _name_part, encode, resolve_model
 from tractvq.errors import OutputError
-from tractvq.outputs import check_folder, check_inside, check_overwrite
+from tractvq.outputs import check_folder, check_inside, check_overwrite, output_error
 
 __all__ = ["SubjectJob", "plan_subjects", "encode_subjects"]
 
@@ -130,7 +130,7 @@ def encode_subjects(
     model : BundleAutoencoder or str or os.PathLike or None, optional
         See :func:`tractvq.encoding.resolve_model`.
     workers : int, optional
-        Processes encoding subjects at once on this machine.
+        Processes encoding subjects at once on this machine (this process alone for one).
     force : bool, optional
         Encode again subjects whose codes file exists, replacing it (else they are skipped).
     progress : bool, optional
@@ -160,10 +160,13 @@ def encode_subjects(
     for job in todo:
         check_inside(job.output, folder)
         check_overwrite(job.output, force=force)
-    Path(folder).mkdir(parents=True, exist_ok=True)
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise output_error(folder, error) from error
     # Closed only on success: after an error the command line erases it (one error line).
     bar = tqdm(total=len(jobs), initial=len(skipped), desc="subjects", unit="subject", disable=not progress)
-    if workers == 1:
+    if workers == 1 or len(todo) < 2:
         for job in todo:
             _encode_subject(job, model, force, options)
             bar.update()
@@ -189,7 +192,7 @@ def _encode_in_processes(jobs, model, force: bool, options: dict, workers: int, 
     """:func:`_encode_subject` for each job in ``workers`` fresh (spawned) processes; the
     first error is raised once the running jobs end, the others are not started."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(workers, max(len(jobs), 1)), mp_context=context, initializer=_one_thread) as pool:
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_one_thread) as pool:
         pending = {pool.submit(_encode_subject, job, model, force, options) for job in jobs}
         while pending:
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
