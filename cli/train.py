@@ -16,7 +16,7 @@ _TRAIN_FIELDS = {
     "steps": "steps", "batch_size": "batch", "lr": "lr", "lr_schedule": "lr_schedule",
     "warmup_steps": "warmup", "weight_decay": "weight_decay", "grad_clip": "grad_clip",
     "seed": "seed", "validate_every": "validate_every", "checkpoint_every": "checkpoint_every",
-    "device": "device", "num_threads": "threads", "compile": "compile_model",
+    "device": "device", "num_threads": "threads", "compile": "compile_model", "balance_bundles": "balance_bundles",
 }
 
 
@@ -52,6 +52,8 @@ _TRAIN_FIELDS = {
 @click.option("--mixed-groups", type=FiniteFloat(0, 1), default=0.0, show_default=True, help="With --augment: probability of a group of unrelated streamlines of the split.")
 @click.option("--device", type=Device(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where to train.")
 @click.option("--threads", type=PROCESSES, default=None, help="CPU threads of torch (default: torch's).")
+@click.option("--balance-bundles/--no-balance-bundles", default=False, show_default=True,
+              help="Draw groups so that every bundle type is seen equally often, however many groups it has.")
 @click.option("--compile/--no-compile", "compile_model", default=False, show_default=True, help="torch.compile the training forward (slow start, faster steps).")
 @click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its checkpoint.")
 @force_option
@@ -61,7 +63,7 @@ def train(
     ctx, cache, run_dir, preset, bottleneck, bottleneck_options, codebook_size, latent_dim,
     model_options, steps, batch, lr, lr_schedule, warmup, weight_decay, grad_clip, seed,
     validate_every, checkpoint_every, augment, rotation, translation, dropout, scaling, shear, elastic, jitter,
-    resampling, partial_groups, mixed_groups, device, threads,
+    resampling, partial_groups, mixed_groups, device, threads, balance_bundles,
     compile_model, resume, force, quiet,
 ) -> None:
     """Train a bundle autoencoder on CACHE (made by `tractvq prepare`).
@@ -107,7 +109,7 @@ def train(
                 steps=steps, batch_size=batch, lr=lr, lr_schedule=lr_schedule, warmup_steps=warmup,
                 weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, validate_every=validate_every,
                 checkpoint_every=checkpoint_every, augmentation=augmentation, device=device,
-                num_threads=threads, compile=compile_model,
+                num_threads=threads, compile=compile_model, balance_bundles=balance_bundles,
             )
     except ValueError as error:
         if isinstance(error, TractvqError):

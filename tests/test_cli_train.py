@@ -92,9 +92,11 @@ def test_bad_options_are_usage_errors(runner, cache, tmp_path, arguments, messag
 def test_augmentation_options_reach_the_training_config(runner, cache, tmp_path):
     options = ["--scaling", "0.1", "--shear", "0.05", "--elastic", "1", "--jitter", "0.2", "--resampling", "0.5",
                "--partial-groups", "0.25", "--mixed-groups", "0.1"]
-    result = _train(runner, cache, tmp_path / "run", *TINY, "--steps", "1", "--batch", "4", "--augment", *options)
+    result = _train(runner, cache, tmp_path / "run", *TINY, "--steps", "1", "--batch", "4", "--augment", *options,
+                    "--balance-bundles")
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["train_config"]["balance_bundles"] is True
     assert config["train_config"]["augmentation"] == {
         "rotation_degrees": 5.0, "translation_mm": 2.0, "streamline_dropout": 0.1, "scaling": 0.1, "shear": 0.05,
         "elastic_mm": 1.0, "jitter_mm": 0.2, "resampling": 0.5, "partial_groups": 0.25, "mixed_groups": 0.1,
@@ -103,6 +105,7 @@ def test_augmentation_options_reach_the_training_config(runner, cache, tmp_path)
     assert plain.exit_code == 0, plain.output
     plain_config = json.loads((tmp_path / "plain" / "config.json").read_text())
     assert not any(plain_config["train_config"]["augmentation"].values())
+    assert plain_config["train_config"]["balance_bundles"] is False
 
 
 def test_missing_cache_is_a_one_line_error(runner, tmp_path):

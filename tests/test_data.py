@@ -278,3 +278,20 @@ def test_every_option_is_seeded_and_leaves_the_others_draws_alone(in_mm):
     # turning the jitter on adds the noise to the very same group
     noise = first - _augmented(in_mm, **options)
     assert noise.std() == pytest.approx(0.3, rel=0.05)
+
+
+def test_balanced_sampler_draws_every_label_equally_often_whatever_its_size():
+    labels = np.repeat([0, 1, 2], [2, 10, 88])  # 2, 10 and 88 groups of three bundle types
+    sampler = StepSampler(100, 50, seed=0, labels=labels)
+    drawn = np.concatenate([sampler.indices(step) for step in range(400)])  # 20,000 draws
+    frequencies = np.bincount(labels[drawn], minlength=3) / len(drawn)
+    assert np.allclose(frequencies, 1 / 3, atol=0.015)
+    assert set(drawn[labels[drawn] == 0]) == {0, 1}  # within a label, each of its groups
+    assert np.array_equal(StepSampler(100, 50, seed=0, labels=labels).indices(7), sampler.indices(7))
+    unbalanced = np.concatenate([StepSampler(100, 50, seed=0).indices(step) for step in range(400)])
+    assert np.bincount(labels[unbalanced], minlength=3)[0] / len(unbalanced) == pytest.approx(0.02, abs=0.005)
+
+
+def test_balanced_sampler_needs_one_label_per_group():
+    with pytest.raises(ValueError, match=r"labels must have shape \(10,\), got \(9,\)"):
+        StepSampler(10, 4, seed=0, labels=np.zeros(9))

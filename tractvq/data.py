@@ -348,7 +348,9 @@ class StepSampler:
     The groups form an endless stream of permutations, one per epoch, each seeded by
     ``(seed, epoch)``; the global batch of step ``t`` is stream positions
     ``[t * B, (t + 1) * B)``, of which rank ``r`` of ``W`` takes the ``r``-th contiguous
-    slice of ``B / W``.
+    slice of ``B / W``. With ``labels`` (e.g. each group's bundle type), an epoch is instead
+    ``n_items`` draws that each pick a label uniformly and then one of its groups uniformly
+    (with replacement): every bundle type is seen equally often, however many groups it has.
 
     Parameters
     ----------
@@ -360,9 +362,13 @@ class StepSampler:
         Seed of the permutations.
     rank, world_size : int, optional
         This process's rank and the number of processes; B must be divisible by it.
+    labels : ndarray, shape (n_items,), optional
+        Balance the draws over these labels (see above).
     """
 
-    def __init__(self, n_items: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self, n_items: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1, labels=None
+    ):
         if n_items < 1:
             raise ValueError(f"n_items must be >= 1, got {n_items!r}")
         if batch_size < 1:
@@ -380,6 +386,15 @@ class StepSampler:
         self.rank = int(rank)
         self.world_size = int(world_size)
         self._permutations: dict[int, np.ndarray] = {}
+        self._members = None
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.shape != (self.n_items,):
+                raise ValueError(f"labels must have shape ({self.n_items},), got {labels.shape}")
+            _, label_index = np.unique(labels, return_inverse=True)
+            counts = np.bincount(label_index)
+            # the groups of each label, one label after the other, and where each label starts
+            self._members = (np.argsort(label_index, kind="stable"), np.cumsum(counts) - counts, counts)
 
     def permutation(self, epoch: int) -> np.ndarray:
         """The order of the groups in ``epoch``."""
@@ -387,7 +402,13 @@ class StepSampler:
             if len(self._permutations) > 4:
                 self._permutations.pop(min(self._permutations))
             rng = np.random.default_rng((self.seed, _SAMPLING_STREAM, int(epoch)))
-            self._permutations[epoch] = rng.permutation(self.n_items)
+            if self._members is None:
+                self._permutations[epoch] = rng.permutation(self.n_items)
+            else:
+                members, starts, counts = self._members
+                chosen = rng.integers(0, len(counts), self.n_items)  # a label per draw, uniformly
+                within = (rng.random(self.n_items) * counts[chosen]).astype(np.int64)
+                self._permutations[epoch] = members[starts[chosen] + within]
         return self._permutations[epoch]
 
     def positions(self, step: int) -> np.ndarray:

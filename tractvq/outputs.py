@@ -234,20 +234,13 @@ def atomic_output(
     path = check_output(path, force=force, directory=directory, suffix=suffix)
     temporary = _temporary(path, _parent(path), directory=directory)
     try:
-        try:
+        with _as_output_errors(path, temporary):
             yield temporary
             _set_default_permissions(temporary)
             if directory:
                 _publish_folder(temporary, path, force=force, owned=owned)
             else:
                 _publish_file(temporary, path, force=force)
-        except OSError as error:
-            raise output_error(path, error) from error
-        except TractvqError as error:
-            renamed = _renamed(error, temporary, path)
-            if renamed is None:
-                raise
-            raise renamed from error
     finally:
         _remove(temporary)
 
@@ -293,7 +286,7 @@ def merged_output(folder: str | os.PathLike, *, force: bool = False) -> Iterator
     root = _temporary(top or folder, _parent(top) if top else folder, directory=True)
     written = root if top is None else root / folder.relative_to(top)
     try:
-        try:
+        with _as_output_errors(folder, written):
             written.mkdir(parents=True, exist_ok=True)
             yield written
             if top is None:
@@ -301,15 +294,23 @@ def merged_output(folder: str | os.PathLike, *, force: bool = False) -> Iterator
             else:
                 _set_default_permissions(root)
                 _publish_folder(root, top, force=False)
-        except OSError as error:
-            raise output_error(folder, error) from error
-        except TractvqError as error:
-            renamed = _renamed(error, written, folder)
-            if renamed is None:
-                raise
-            raise renamed from error
     finally:
         _remove(root)
+
+
+@contextlib.contextmanager
+def _as_output_errors(path: Path, temporary: Path) -> Iterator[None]:
+    """Turn an :class:`OSError` into an :class:`OutputError` about ``path``, and a tractvq
+    error about a file in ``temporary`` into the same error about ``path``."""
+    try:
+        yield
+    except OSError as error:
+        raise output_error(path, error) from error
+    except TractvqError as error:
+        renamed = _renamed(error, temporary, path)
+        if renamed is None:
+            raise
+        raise renamed from error
 
 
 def _renamed(error: TractvqError, temporary: Path, path: Path) -> TractvqError | None:

@@ -15,6 +15,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from tractvq.bench.report import SCORE_COLUMNS
+
 __all__ = ["PUBLISHED_POINTS", "RATE_DISTORTION_COLUMNS", "read_rows", "score_baseline", "score_rate_distortion",
            "plot_rate_distortion"]
 
@@ -42,14 +44,7 @@ RATE_DISTORTION_COLUMNS = (
     ("label", "Codec", "{}"),
     ("kind", "Kind", "{}"),
     ("bytes_per_streamline", "Bytes/streamline", "{:,.2f}"),
-    ("bytes_per_bundle", "Bytes/bundle", "{:,.0f}"),
-    ("buan_paper", "BUAN (paper)", "{:.3f}"),
-    ("buan_mm", "BUAN (mm)", "{:.3f}"),
-    ("mdf_mm", "MDF (mm)", "{:.2f}"),
-    ("mdf_max_mm", "max MDF (mm)", "{:.2f}"),
-    ("mse", "MSE", "{:.5f}"),
-    ("perplexity", "Perplexity", "{:.1f}"),
-    ("usage", "Usage", "{:.3f}"),
+    *SCORE_COLUMNS,
 )
 
 

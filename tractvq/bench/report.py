@@ -16,9 +16,24 @@ from pathlib import Path
 
 from tractvq.outputs import atomic_output
 
-__all__ = ["format_markdown", "write_csv", "plot_results", "write_result_files", "write_results", "RESULT_FILES"]
+__all__ = [
+    "format_markdown", "write_csv", "plot_results", "write_result_files", "write_results", "RESULT_FILES",
+    "SCORE_COLUMNS",
+]
 
 RESULT_FILES = ("results.csv", "results.md", "results.png")
+#: (row key, Markdown header, format) of the scores every bundle-code table shows: bytes,
+#: BUAN in both protocols, MDF, MSE and code statistics.
+SCORE_COLUMNS = (
+    ("bytes_per_bundle", "Bytes/bundle", "{:,.0f}"),
+    ("buan_paper", "BUAN (paper)", "{:.3f}"),
+    ("buan_mm", "BUAN (mm)", "{:.3f}"),
+    ("mdf_mm", "MDF (mm)", "{:.2f}"),
+    ("mdf_max_mm", "max MDF (mm)", "{:.2f}"),
+    ("mse", "MSE", "{:.5f}"),
+    ("perplexity", "Perplexity", "{:.1f}"),
+    ("usage", "Usage", "{:.3f}"),
+)
 
 # (row key, Markdown header, format of a value)
 _MARKDOWN = (

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from tractvq.bench.report import SCORE_COLUMNS
 from tractvq.buan import protocol
 from tractvq.evaluate import run_model
 from tractvq.scoring import code_statistics, score_groups
@@ -29,14 +30,7 @@ __all__ = ["STREAMLINE_COLUMNS", "model_row", "plot_streamline_results", "run_st
 STREAMLINE_COLUMNS = (
     ("quantizer", "Quantizer", "{}"),
     ("discrete", "Kind", None),
-    ("bytes_per_bundle", "Bytes/bundle", "{:,.0f}"),
-    ("buan_paper", "BUAN (paper)", "{:.3f}"),
-    ("buan_mm", "BUAN (mm)", "{:.3f}"),
-    ("mdf_mm", "MDF (mm)", "{:.2f}"),
-    ("mdf_max_mm", "max MDF (mm)", "{:.2f}"),
-    ("mse", "MSE", "{:.5f}"),
-    ("perplexity", "Perplexity", "{:.1f}"),
-    ("usage", "Usage", "{:.3f}"),
+    *SCORE_COLUMNS,
     ("ms_per_step", "ms/step", "{:.0f}"),
 )
 

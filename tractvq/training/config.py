@@ -66,6 +66,10 @@ class TrainConfig:
         Where to train: ``auto`` takes CUDA when available.
     num_threads : int or None
         CPU threads of torch (:func:`torch.set_num_threads`); None leaves torch's default.
+    balance_bundles : bool
+        Draw the training groups so that every bundle type of the cache is seen equally
+        often (:class:`~tractvq.data.StepSampler` with the groups' bundle labels), however
+        many groups it has (54 to 11,476 streamlines per bundle in the HCP atlases).
     compile : bool
         Run the training forward through :func:`torch.compile` (inductor; needs a C++
         compiler on the CPU). A one-off compile of tens of seconds for about 20% faster
@@ -92,6 +96,7 @@ class TrainConfig:
     device: str = "auto"
     num_threads: int | None = None
     compile: bool = False
+    balance_bundles: bool = False
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "validate_every", "checkpoint_every"):

@@ -280,7 +280,8 @@ class _Trainer:
         if self.validation is None and processes.main:
             warnings.warn(f"{cache_path}: the cache has no validation groups; validation metrics stay empty", stacklevel=3)
         self.sampler = StepSampler(
-            len(self.dataset), config.batch_size, seed=config.seed, rank=processes.rank, world_size=processes.world_size
+            len(self.dataset), config.batch_size, seed=config.seed, rank=processes.rank, world_size=processes.world_size,
+            labels=cache.bundle_labels[~cache.validation] if config.balance_bundles else None,
         )
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
