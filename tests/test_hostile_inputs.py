@@ -137,6 +137,30 @@ def test_the_api_takes_one_path_and_raises_its_own_errors(sample_bundle):
         tractvq.load_model(123)
 
 
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: tractvq.encode(123), "an input is a file path (str or os.PathLike), got int 123"),
+        (lambda: tractvq.encode(["ok.trk", None]), "an input is a file path (str or os.PathLike), got NoneType None"),
+        (lambda: tractvq.reconstruct(4.5), "an input is a file path (str or os.PathLike), got float 4.5"),
+        (lambda: tractvq.load(None), "a tractogram is a file path (str or os.PathLike), got NoneType None"),
+        (lambda: Codes.load(b"x" * 100), "a codes file is a file path (str or os.PathLike), got bytes b'xxxx"),
+        (lambda: tractvq.decode(7), "a codes file is a file path (str or os.PathLike), got int 7"),
+    ],
+)
+def test_the_api_refuses_what_is_not_a_path_with_its_own_error(call, message):
+    with pytest.raises(TractvqError) as raised:
+        call()
+    assert str(raised.value).startswith(message)
+
+
+def test_decode_takes_a_codes_file(codes_files):
+    from_file = tractvq.decode(codes_files / "continuous.npz")
+    from_codes = tractvq.decode(Codes.load(codes_files / "continuous.npz"))
+    assert [len(t.streamlines) for t in from_file] == [len(t.streamlines) for t in from_codes]
+    assert np.array_equal(from_file[0].streamlines.get_data(), from_codes[0].streamlines.get_data())
+
+
 # ------------------------------------------------------------------------------ tractograms
 def _edited_trk(source, target, **fields):
     raw = bytearray(source.read_bytes())

@@ -31,6 +31,7 @@ import numpy as np
 from tractvq import __version__
 from tractvq.bundles import GroupedBundles
 from tractvq.errors import TractogramError
+from tractvq.io import input_path
 from tractvq.outputs import atomic_output
 
 __all__ = ["Codes", "index_dtype", "pack_indices", "unpack_indices"]
@@ -184,7 +185,7 @@ class Codes:
             If the file is missing, not a tractvq codes file, of a newer format, damaged
             or inconsistent.
         """
-        path = Path(path)
+        path = input_path(path, "a codes file")
         if not path.is_file():
             raise TractogramError(path, "no such file")
         arrays = read_npz(path, "tractvq codes file")

@@ -15,7 +15,7 @@ source space.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -177,13 +177,12 @@ def _input_paths(inputs) -> list:
     """``inputs`` as a non-empty list of paths (one path is taken for a list of one)."""
     if isinstance(inputs, (str, os.PathLike)):
         return [inputs]
+    if not isinstance(inputs, Iterable):
+        io.input_path(inputs, "an input")  # raises, naming what was given
     inputs = list(inputs)
     if not inputs:
         raise TractogramError(None, "no inputs: give a tractogram, a folder of them or a dataset")
-    for item in inputs:
-        if not isinstance(item, (str, os.PathLike)):
-            raise TractogramError(None, f"an input is a path, got a {type(item).__name__}")
-    return inputs
+    return [io.input_path(item, "an input") for item in inputs]
 
 
 def _model_and_groups(inputs, model: ModelLike, **grouping) -> tuple[BundleAutoencoder, str, GroupedBundles]:
@@ -339,13 +338,15 @@ def _check_codes_fit(codes: Codes, model: BundleAutoencoder) -> None:
 
 
 def decode(
-    codes: Codes, model: ModelLike = None, *, batch_size: int = 64, device: str = "cpu", progress: bool = False
+    codes: Codes | str | os.PathLike, model: ModelLike = None, *, batch_size: int = 64, device: str = "cpu",
+    progress: bool = False,
 ) -> list[StatefulTractogram]:
     """Decode codes into tractograms in their source space, one per bundle.
 
     Parameters
     ----------
-    codes : Codes
+    codes : Codes or str or os.PathLike
+        Codes, or a codes file (read with :meth:`Codes.load`).
     model : BundleAutoencoder or str or os.PathLike or None, optional
         Default: the model the codes name; a given model must be that one (same fingerprint).
     batch_size, device, progress
@@ -365,6 +366,8 @@ def decode(
         If the codes do not fit the model, or decode to coordinates that are not finite or
         beyond :data:`tractvq.io.MAX_COORDINATE_MM` (nothing is returned to write).
     """
+    if not isinstance(codes, Codes):
+        codes = Codes.load(codes)
     model = _model_for_codes(codes, model)
     decoded = decode_codes(model, codes, batch_size=batch_size, device=device, progress=progress)
     tractograms = codes.layout.to_tractograms(decoded)

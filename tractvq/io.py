@@ -161,6 +161,21 @@ def _dipy_log_messages() -> Iterator[list[str]]:
         logger.propagate = previous_propagate
 
 
+def input_path(value, what: str = "a tractogram") -> Path:
+    """``value`` as a :class:`~pathlib.Path`, for the API's entry points.
+
+    Raises
+    ------
+    TractogramError
+        If ``value`` is not a path (``str`` or :class:`os.PathLike`).
+    """
+    if not isinstance(value, (str, os.PathLike)):
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise TractogramError(None, f"{what} is a file path (str or os.PathLike), got {type(value).__name__} {shown}")
+    return Path(value)
+
+
 def _check_input_file(path: Path, extensions: tuple[str, ...]) -> None:
     if not path.exists():
         raise TractogramError(path, "no such file")
@@ -355,7 +370,7 @@ def trx_groups(path: str | os.PathLike) -> tuple[int, dict[str, np.ndarray]]:
         :func:`check_group_name`), its indices are not integers, repeat a streamline or
         point past the file's streamlines.
     """
-    path = Path(path)
+    path = input_path(path)
     count = _check_trx_structure(path)
     groups: dict[str, np.ndarray] = {}
     try:
@@ -445,7 +460,7 @@ def load(
         If the file is missing, has an unknown extension, needs a reference that was not
         given, or cannot be read (corrupt, truncated, bad header).
     """
-    path = Path(path)
+    path = input_path(path)
     _check_input_file(path, TRACTOGRAM_EXTENSIONS)
     extension = _extension(path)
     if reference is None and extension not in SELF_REFERENCED_EXTENSIONS:
@@ -602,7 +617,7 @@ def load_array(
         If the file is missing, not a NumPy array file, holds objects (pickles are never
         loaded), or does not have the shape ``(N, 3, P)`` with ``P >= 2``.
     """
-    path = Path(path)
+    path = input_path(path)
     _check_input_file(path, (ARRAY_EXTENSION,))
     try:
         array = np.load(path, allow_pickle=False)
