@@ -292,3 +292,19 @@ def test_resume_refuses_what_is_not_a_training_checkpoint(tmp_path, model_file, 
     torch.save(payload, run / "checkpoint.pt")
     with pytest.raises(ModelError, match=r"checkpoint\.pt: "):
         read_run_configs(run)
+
+
+def test_formats_dipy_cannot_handle_here_are_one_line_errors(tmp_path, sample_bundle):
+    """A .vtk file: DIPY's VTK reader and writer need optional packages (fury <= 1.0): when
+    they are missing or of another version, reading and writing say so in one line."""
+    from dipy.io.vtk import have_fury
+
+    garbage = tmp_path / "garbage.vtk"
+    garbage.write_text("# vtk DataFile Version 3.0\nnot a polydata\n")
+    _fails_cleanly(["encode", garbage, "--reference", sample_bundle, "-o", tmp_path / "codes.npz"], "garbage.vtk",
+                   tmp_path / "codes.npz")
+    if not have_fury:  # DIPY's VTK writer is a tripwire here (the viz extra pins fury 2.0)
+        stderr = _fails_cleanly(["reconstruct", sample_bundle, "-o", tmp_path / "recon.vtk"], "recon.vtk",
+                                tmp_path / "recon.vtk")
+        assert "cannot write .vtk files here" in stderr
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["garbage.vtk"]  # no temporary left

@@ -38,9 +38,10 @@ import numpy as np
 from dipy.io.stateful_tractogram import Origin, Space, StatefulTractogram
 from dipy.io.streamline import load_tractogram, save_tractogram
 from dipy.io.utils import get_reference_info
+from dipy.utils.tripwire import TripWireError
 from nibabel.streamlines.tractogram_file import DataError, HeaderError
 
-from tractvq.errors import TractogramError
+from tractvq.errors import OutputError, TractogramError
 from tractvq.outputs import atomic_output
 
 __all__ = [
@@ -101,6 +102,7 @@ _READ_ERRORS = (
     nib.filebasedimages.ImageFileError,
     np.linalg.LinAlgError,
     MemoryError,
+    TripWireError,  # DIPY lacks an optional package for this format (e.g. VTK needs fury <= 1.0)
 )
 
 SpaceAttributes = tuple[np.ndarray, np.ndarray, np.ndarray, str]
@@ -680,7 +682,10 @@ def save(
             _save_trx(tractogram, temporary, groups)
         return path
     with atomic_output(path, force=force) as temporary, _dipy_log_messages() as messages:
-        written = save_tractogram(tractogram, str(temporary), bbox_valid_check=False)
+        try:
+            written = save_tractogram(tractogram, str(temporary), bbox_valid_check=False)
+        except TripWireError as error:  # DIPY lacks an optional package for this format
+            raise OutputError(path, f"cannot write {_extension(path)} files here ({error})") from error
         if written is False:
             detail = "; ".join(messages) or "DIPY refused it"
             raise TractogramError(path, f"cannot write this tractogram: {detail}")
