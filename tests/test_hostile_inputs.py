@@ -308,3 +308,42 @@ def test_formats_dipy_cannot_handle_here_are_one_line_errors(tmp_path, sample_bu
                                 tmp_path / "recon.vtk")
         assert "cannot write .vtk files here" in stderr
         assert sorted(path.name for path in tmp_path.iterdir()) == ["garbage.vtk"]  # no temporary left
+
+
+@pytest.mark.parametrize("kind", ["huge_labels", "truncated_groups", "object_labels", "labels_out_of_range"])
+def test_tampered_caches_are_one_line_errors_before_any_allocation(tmp_path, sample_bundle, kind):
+    from tractvq.cache import prepare
+
+    cache = prepare([sample_bundle], tmp_path / "cache", progress=False)
+    labels, groups = cache / "labels.npz", cache / "groups.npz"
+    if kind == "huge_labels":
+        with zipfile.ZipFile(labels) as archive:
+            members = {name: archive.read(name) for name in archive.namelist()}
+        header = b"'shape': (3,), }"
+        huge = b"'shape': (10000000000000,), }"
+        padded = header + b" " * (len(huge) - len(header))  # the header's padding takes the longer shape
+        assert members["subject.npy"].count(padded) == 1
+        members["subject.npy"] = members["subject.npy"].replace(padded, huge)  # a valid CRC: only the header lies
+        with zipfile.ZipFile(labels, "w") as archive:
+            for name, data in members.items():
+                archive.writestr(name, data)
+        message = "labels.npz: member 'subject.npy' announces an array of shape (10000000000000,) that it does not hold"
+    elif kind == "truncated_groups":
+        groups.write_bytes(groups.read_bytes()[:4000])
+        message = "groups.npz: not a tractvq groups file or damaged"
+    elif kind == "labels_out_of_range":
+        members = dict(np.load(labels))
+        with open(labels, "wb") as handle:
+            np.savez(handle, **(members | {"bundle": members["bundle"] + 5}))
+        message = "labels.npz: 'bundle' labels fall outside the manifest's 1 names"
+    else:
+        members = dict(np.load(labels))
+        with open(labels, "wb") as handle:
+            np.savez(handle, subject=np.array([object()] * 3, dtype=object), bundle=members["bundle"],
+                     validation=members["validation"])
+        message = "labels.npz: member 'subject.npy' holds Python objects; refused"
+    result = CliRunner().invoke(cli, ["train", str(cache), "-o", str(tmp_path / "run"), "-q", "--steps", "1"])
+    assert result.exit_code == 2, result.output
+    stderr = result.stderr.rsplit("\r", 1)[-1]
+    assert stderr.count("\n") == 1 and stderr.startswith("Error: ") and message in stderr
+    assert not (tmp_path / "run").exists()

@@ -53,8 +53,9 @@ from typing import NamedTuple
 import numpy as np
 
 from tractvq.bundles import GroupedBundles, GroupingSettings
-from tractvq.errors import ModelError
+from tractvq.errors import ModelError, TractogramError
 from tractvq.evaluate import regroup_like
+from tractvq.io import read_npz
 from tractvq.outputs import atomic_output
 
 __all__ = [
@@ -328,8 +329,10 @@ def load_pca(path: str | os.PathLike) -> PCABaseline:
     if not path.is_file():
         raise ModelError(path, "no such file")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+        arrays = read_npz(path, "tractvq PCA baseline")
+    except TractogramError as error:  # a model-like file: its errors are ModelErrors
+        raise ModelError(path, error.problem) from error
+    try:
         description = json.loads(str(arrays["description"]))
         if description.get("format") != _PCA_FORMAT:
             raise ValueError(f"format is {description.get('format')!r}")

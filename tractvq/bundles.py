@@ -39,7 +39,7 @@ from dipy.tracking.streamline import length as streamline_length
 from dipy.tracking.streamline import set_number_of_points
 
 from tractvq.errors import TractogramError
-from tractvq.io import SpaceAttributes, check_group_name, check_space_attributes, make_tractogram
+from tractvq.io import SpaceAttributes, check_group_name, check_space_attributes, make_tractogram, read_npz
 from tractvq.outputs import atomic_output
 
 __all__ = [
@@ -814,12 +814,7 @@ class GroupedBundles:
         path = Path(path)
         if not path.is_file():
             raise TractogramError(path, "no such file")
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
-        except (ValueError, OSError, EOFError) as error:
-            raise TractogramError(path, f"not a tractvq groups file ({error})") from error
-        return cls.from_arrays(arrays, path)
+        return cls.from_arrays(read_npz(path, "tractvq groups file"), path)
 
     def validate(self, path: str | os.PathLike | None = None) -> None:
         """Check that the arrays agree with each other and that every source streamline has

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from tractvq import __version__
 from tractvq.bundles import GroupedBundles, GroupingSettings, coordinate_range, group, resample
 from tractvq.errors import OutputError, TractogramError
-from tractvq.io import ARRAY_MM_PER_UNIT, find_tractograms, read_record
+from tractvq.io import ARRAY_MM_PER_UNIT, find_tractograms, read_npz, read_record
 from tractvq.outputs import atomic_output, check_output, output_error
 
 __all__ = ["TrainingCache", "prepare", "load_cache", "split_groups"]
@@ -298,6 +298,22 @@ def _manifest_format(folder: Path) -> str | None:
     return manifest.get("format") if isinstance(manifest, dict) else None
 
 
+def _labels(path: Path, labels: dict, name: str, count: int, vocabulary: int) -> np.ndarray:
+    """The ``name`` array of ``labels.npz``: one per group, integers below ``vocabulary``
+    (booleans for ``validation``)."""
+    if name not in labels:
+        raise TractogramError(path / "labels.npz", f"has no {name!r} array")
+    values = labels[name]
+    kind = "b" if name == "validation" else "iu"
+    if values.shape != (count,) or values.dtype.kind not in kind:
+        raise TractogramError(
+            path / "labels.npz", f"{name!r} is {values.dtype} of shape {values.shape}, not one per group of groups.npz ({count})"
+        )
+    if name != "validation" and count and not 0 <= int(values.min()) <= int(values.max()) < vocabulary:
+        raise TractogramError(path / "labels.npz", f"{name!r} labels fall outside the manifest's {vocabulary} names")
+    return values
+
+
 def load_cache(path: str | os.PathLike) -> TrainingCache:
     """Read a cache folder written by :func:`prepare`.
 
@@ -314,13 +330,14 @@ def load_cache(path: str | os.PathLike) -> TrainingCache:
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("format") != _CACHE_FORMAT:
             raise ValueError(f"format is {manifest.get('format')!r}")
-        with np.load(path / "labels.npz", allow_pickle=False) as labels:
-            subject_labels, bundle_labels, validation = labels["subject"], labels["bundle"], labels["validation"]
-    except (OSError, KeyError, ValueError) as error:
+    except (OSError, ValueError) as error:
         raise TractogramError(path, f"not a readable tractvq cache ({error})") from error
+    labels = read_npz(path / "labels.npz", "tractvq cache's labels file")  # its errors name the file
     groups = GroupedBundles.load(path / "groups.npz")
-    if not len(subject_labels) == len(bundle_labels) == len(validation) == len(groups):
-        raise TractogramError(path, "labels.npz and groups.npz disagree on the number of groups")
+    subject_labels, bundle_labels, validation = (
+        _labels(path, labels, name, len(groups), len(manifest.get(vocabulary) or []))
+        for name, vocabulary in (("subject", "subjects"), ("bundle", "bundles"), ("validation", None))
+    )
     return TrainingCache(
         groups=groups,
         subject_names=list(manifest["subjects"]),

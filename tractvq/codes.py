@@ -21,8 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +29,7 @@ import numpy as np
 from tractvq import __version__
 from tractvq.bundles import GroupedBundles
 from tractvq.errors import TractogramError
-from tractvq.io import input_path
+from tractvq.io import input_path, read_npz
 from tractvq.outputs import atomic_output
 
 __all__ = ["Codes", "index_dtype", "pack_indices", "unpack_indices"]
@@ -220,66 +218,6 @@ class Codes:
                 raise TractogramError(path, f"indices must be in 0..{(1 << (bits or 64)) - 1}")
             indices = indices.astype(index_dtype(1 << (bits or 64)))
         return cls(layout, indices, None, metadata["model"], bits, path)
-
-
-#: Most bytes an archive member may expand to per byte it takes in the file (zip bombs).
-_MAX_EXPANSION = 16
-
-
-def read_npz(path: Path, kind: str) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz`` archive, after checking the members' declared sizes.
-
-    Each member's ``.npy`` header is read first: an object array, a size the member cannot
-    hold (e.g. a header announcing 10^12 floats) or an archive that expands far beyond its
-    size on disk is refused before anything is allocated.
-
-    Parameters
-    ----------
-    path : pathlib.Path
-        The archive.
-    kind : str
-        What the file should be, for messages (``"tractvq codes file"``).
-
-    Returns
-    -------
-    dict of str to ndarray
-
-    Raises
-    ------
-    TractogramError
-        If the file is not a readable ``.npz`` archive (truncated, bad CRC, ...) or a member
-        is refused.
-    """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-            if sum(member.file_size for member in members) > _MAX_EXPANSION * max(path.stat().st_size, 1 << 20):
-                raise TractogramError(path, f"not a {kind} (its members expand far beyond the file)")
-            for member in members:
-                _check_member_header(path, archive, member, kind)
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except TractogramError:
-        raise
-    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError, MemoryError) as error:
-        raise TractogramError(path, f"not a {kind} or damaged ({type(error).__name__}: {error})") from error
-
-
-def _check_member_header(path: Path, archive: zipfile.ZipFile, member: zipfile.ZipInfo, kind: str) -> None:
-    if not member.filename.endswith(".npy"):
-        raise TractogramError(path, f"not a {kind} (member {member.filename!r} is not an array)")
-    with archive.open(member) as stream:
-        version = np.lib.format.read_magic(stream)
-        if version not in ((1, 0), (2, 0)):
-            raise TractogramError(path, f"member {member.filename!r} has .npy format {version}, not 1.0 or 2.0")
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read_header(stream, max_header_size=10_000)
-    if dtype.hasobject:
-        raise TractogramError(path, f"member {member.filename!r} holds Python objects; refused")
-    if math.prod(shape) * dtype.itemsize > member.file_size:
-        raise TractogramError(
-            path, f"member {member.filename!r} announces an array of shape {shape} that it does not hold"
-        )
 
 
 def _member(path: Path, arrays: dict, name: str) -> np.ndarray:
