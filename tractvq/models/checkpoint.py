@@ -45,6 +45,7 @@ __all__ = [
     "save_model",
     "load_model",
     "build_model",
+    "checked_config",
     "expected_layout",
     "layout_problems",
     "model_fingerprint",
@@ -279,13 +280,7 @@ def load_model(path: str | os.PathLike, *, return_extra: bool = False):
     for key in ("config", "state_dict"):
         if not isinstance(payload.get(key), dict):
             raise ModelError(path, f"has no {key!r} dict")
-    try:
-        config = ModelConfig.from_dict(payload["config"])
-    except (TypeError, ValueError) as error:
-        raise ModelError(path, f"has an invalid model config: {error}") from None
-    problems = layout_problems(payload["state_dict"], expected_layout(config, path))
-    if problems:
-        raise ModelError(path, f"does not fit the model of its config: {problems}")
+    config = checked_config(path, payload["config"], payload["state_dict"])
     recorded = payload.get("weights_sha256")
     if recorded is not None and recorded != _weights_digest(payload["state_dict"]):
         raise ModelError(path, "weights checksum does not match: the file is damaged")
@@ -295,6 +290,38 @@ def load_model(path: str | os.PathLike, *, return_extra: bool = False):
     if return_extra:
         return model, payload.get("extra", {})
     return model
+
+
+def checked_config(path: str | os.PathLike, config: dict, state_dict: dict) -> ModelConfig:
+    """The model config of a checkpoint, checked, and checked against its weights.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The checkpoint, for messages.
+    config : dict
+        Its :meth:`ModelConfig.to_dict` data.
+    state_dict : dict
+        Its weights.
+
+    Returns
+    -------
+    ModelConfig
+
+    Raises
+    ------
+    ModelError
+        If the config is invalid or the weights do not fit the model it describes (nothing
+        is built to find out).
+    """
+    try:
+        model_config = ModelConfig.from_dict(config)
+    except (TypeError, ValueError) as error:
+        raise ModelError(path, f"has an invalid model config: {error}") from None
+    problems = layout_problems(state_dict, expected_layout(model_config, path))
+    if problems:
+        raise ModelError(path, f"does not fit the model of its config: {problems}")
+    return model_config
 
 
 def expected_layout(config: ModelConfig, path: str | os.PathLike | None = None) -> dict[str, tuple]:

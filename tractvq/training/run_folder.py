@@ -152,8 +152,7 @@ def read_training_checkpoint(path: Path):
         Naming ``path``: not a training checkpoint, or one whose contents are missing,
         of the wrong type or do not fit its configs.
     """
-    from tractvq.models.checkpoint import MODEL_FORMAT, expected_layout, layout_problems, load_checkpoint
-    from tractvq.models.config import ModelConfig
+    from tractvq.models.checkpoint import MODEL_FORMAT, checked_config, load_checkpoint
 
     payload = load_checkpoint(path)
     if payload.get("format") == MODEL_FORMAT:
@@ -171,14 +170,11 @@ def read_training_checkpoint(path: Path):
     cache = payload["cache"]
     if not (isinstance(cache.get("groups"), int) and isinstance(cache.get("settings"), dict)):
         raise ModelError(path, "training checkpoint with a malformed cache description")
+    model_config = checked_config(path, payload["model_config"], payload["model"])
     try:
-        model_config = ModelConfig.from_dict(payload["model_config"])
         train_config = TrainConfig.from_dict(payload["train_config"])
     except (TypeError, ValueError) as error:
-        raise ModelError(path, f"has an invalid config: {error}") from None
-    problems = layout_problems(payload["model"], expected_layout(model_config, path))
-    if problems:
-        raise ModelError(path, f"its model weights do not fit its config: {problems}")
+        raise ModelError(path, f"has an invalid training config: {error}") from None
     return payload, model_config, train_config
 
 
