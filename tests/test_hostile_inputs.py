@@ -347,3 +347,13 @@ def test_tampered_caches_are_one_line_errors_before_any_allocation(tmp_path, sam
     stderr = result.stderr.rsplit("\r", 1)[-1]
     assert stderr.count("\n") == 1 and stderr.startswith("Error: ") and message in stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_trk_size_check_counts_beyond_two_gibibytes(monkeypatch, sample_bundle):
+    """The .trk header stores its size as int32: the check must add Python integers (a
+    9 GiB whole-brain file raised OverflowError)."""
+    monkeypatch.setattr(io, "_trk_data_size", lambda tractogram, header: 9_712_363_600)
+    with pytest.raises(TractogramError, match="holds more data than the"):
+        io.load(sample_bundle)
+    monkeypatch.setattr(io, "_trk_data_size", lambda tractogram, header: sample_bundle.stat().st_size - 1000)
+    assert len(io.load(sample_bundle).streamlines) > 0

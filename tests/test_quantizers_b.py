@@ -11,15 +11,10 @@ import torch
 import torch.nn.functional as F
 from diveq import DIVEQ, SFDIVEQ
 
-from tractvq.quantizers import build
 from scipy import stats
 
-from tractvq.quantizers._codebook import (
-    distance_logits,
-    relaxed_gumbel_sample,
-    replace_unused_codes,
-    squared_distances,
-)
+from tractvq.quantizers import _relaxed, build
+from tractvq.quantizers._codebook import distance_logits, replace_unused_codes, squared_distances
 from tractvq.quantizers.diveq import DiVeQ
 from tractvq.quantizers.gmvq import GMVQ
 from tractvq.quantizers.gumbel import GumbelSoftmax, _UniformPriorKL
@@ -32,8 +27,9 @@ HARD = ["gumbel", "nsvq", "diveq", "gmvq"]  # evaluation returns codebook rows
 
 
 def _gumbel_noise(shape):
-    """The Gumbel(0, 1) draw of the soft quantizers, ``-log(-log U)``, from torch's RNG."""
-    return -torch.rand(shape).log().neg().log()
+    """The Gumbel(0, 1) draw of the soft quantizers, ``-log(-log U)``: U from the seed they draw
+    from torch's RNG (:func:`tractvq.quantizers._relaxed.uniform`)."""
+    return -_relaxed.uniform(shape, _relaxed.noise_seed()).log().neg().log()
 
 
 def _nearest(latents, codebook):
@@ -48,6 +44,15 @@ def _unit(vectors):
 def _set_codebook(quantizer, codes):
     with torch.no_grad():
         quantizer.codebook.weight.copy_(torch.as_tensor(codes, dtype=torch.float32))
+
+
+def _backward_with_loss(quantizer, latents, weights, seed):
+    """:func:`_backward` with the quantizer's loss added to the objective."""
+    latents = latents.clone().requires_grad_()
+    torch.manual_seed(seed)
+    output = quantizer(latents)
+    ((output.quantized * weights).sum() + output.loss).backward()
+    return output, latents.grad
 
 
 def _backward(quantizer, latents, weights, seed):
@@ -154,12 +159,17 @@ def test_distance_logits_are_the_negative_squared_distances_with_their_gradient(
     assert torch.autograd.gradcheck(lambda z, c: distance_logits(z, c, 0.7), (latents, codebook))
 
 
-def test_relaxed_gumbel_sample_has_the_law_of_torch_gumbel_softmax():
+def _relaxed_sample(logits, temperature, seed):
+    """:func:`_relaxed.relaxed_sample_` of ``logits`` with the draws of ``seed``."""
+    return _relaxed.relaxed_sample_(_relaxed.uniform(logits.shape, seed), logits, temperature)
+
+
+def test_relaxed_sample_has_the_law_of_torch_gumbel_softmax():
     """Two-sample KS tests: every weight, and the argmax frequencies (chi-square), of 20,000
     seeded draws against ``torch.nn.functional.gumbel_softmax``'s, on the same logits."""
     logits = torch.tensor([[0.0, -0.5, -1.0, -3.0]]).expand(20_000, 4)
-    torch.manual_seed(0)
-    ours = relaxed_gumbel_sample(logits, 0.7)
+    ours, choice = _relaxed_sample(logits, 0.7, seed=0)
+    assert torch.equal(choice, ours.argmax(1))
     torch.manual_seed(1)
     reference = F.gumbel_softmax(logits, tau=0.7)
     for k in range(4):
@@ -170,13 +180,38 @@ def test_relaxed_gumbel_sample_has_the_law_of_torch_gumbel_softmax():
     assert stats.chisquare(counts[0].double().numpy(), expected.numpy()).pvalue > 0.01
 
 
-def test_relaxed_gumbel_sample_noise_is_exactly_gumbel_of_torch_uniforms():
-    torch.manual_seed(3)
-    logits = torch.randn(50, 6)
-    sample = relaxed_gumbel_sample(logits, 0.5)
-    torch.manual_seed(3)
-    torch.randn(50, 6)
-    torch.testing.assert_close(sample, ((logits + _gumbel_noise((50, 6))) / 0.5).softmax(1))
+def test_relaxed_sample_is_the_softmax_of_logits_plus_gumbel_noise_of_the_draws():
+    logits = torch.randn(50, 6) * 40  # far tails: weights below the exponential floor
+    sample, choice = _relaxed_sample(logits, 0.5, seed=3)
+    noise = -_relaxed.uniform((50, 6), 3).log().neg().log()
+    plain = ((logits + noise) / 0.5).softmax(1)
+    torch.testing.assert_close(sample, plain, atol=1e-18, rtol=1e-5)
+    assert torch.equal(choice, (logits + noise).argmax(1))
+    floor = math.exp(_relaxed.exp_floor(torch.float32))  # weights below it, relative to the largest
+    assert plain.min() < 1e-30 and sample.min() >= floor * sample.max(1).values.min() / 6 * 0.99
+
+
+def test_uniform_draws_are_24_bit_uniforms_the_same_in_any_blocks():
+    draws = _relaxed.uniform((999, 7), seed=11)  # odd: a block of 6993 leaves a spare word
+    source = _relaxed.UniformSource(11, "cpu")
+    blocks = [source.fill_(torch.empty(rows, 7)) for rows in (1, 500, 3, 495)]
+    assert torch.equal(torch.cat(blocks), draws)
+    assert not torch.equal(_relaxed.uniform((999, 7), seed=12), draws)
+    values = draws.double().flatten()
+    assert values.min() >= 0 and values.max() < 1
+    assert torch.equal(values * 2**24, (values * 2**24).round())  # torch.rand's grid
+    assert stats.kstest(values.numpy(), "uniform").pvalue > 0.01
+    torch.manual_seed(5)
+    first = _relaxed.noise_seed()
+    torch.manual_seed(5)
+    assert _relaxed.noise_seed() == first  # torch.manual_seed fixes the draws
+
+
+def test_exponential_floor_keeps_weights_normal_floats():
+    floor = math.exp(_relaxed.exp_floor(torch.float32))
+    assert floor == pytest.approx(1.08e-19, rel=0.01) and floor**2 > torch.finfo(torch.float32).tiny
+    values = torch.tensor([1e-39, -1e-39, 2e-38, -3.0])
+    assert _relaxed.flush_subnormal(values).tolist() == pytest.approx([0.0, 0.0, 2e-38, -3.0])
 
 
 # ------------------------------------------------------------------------ Gumbel
@@ -201,6 +236,42 @@ def test_gumbel_forward_is_the_gumbel_max_code_and_gradient_the_relaxed_one():
     ((soft @ codebook) * weights).sum().backward()
     torch.testing.assert_close(gradient, relaxed.grad)  # softmax gradient
     assert output.stats["temperature"].item() == pytest.approx(tau)
+
+
+def _one_hot_straight_through(indices, soft):
+    """``y = onehot(indices) - sg(soft) + soft``, written plainly."""
+    return F.one_hot(indices, soft.shape[1]).to(soft.dtype) - soft.detach() + soft
+
+
+@pytest.mark.parametrize("logits", ["distance", "linear"])
+def test_gumbel_training_step_equals_the_plain_formulas_over_several_blocks(logits):
+    """Codes, output, KL loss and every gradient against whole-tensor expressions, on
+    N x K = 2,000 x 600 (three blocks of the block-wise computation)."""
+    torch.manual_seed(0)
+    quantizer = GumbelSoftmax(4, 600, logits=logits, kl_weight=0.3, temperature=0.7).train()
+    latents, weights = torch.randn(2_000, 4), torch.randn(2_000, 4)
+    assert len(_relaxed.row_blocks(2_000, 600)) == 3
+    output, gradient = _backward_with_loss(quantizer, latents, weights, seed=1)
+    torch.manual_seed(1)
+    noise = _gumbel_noise((2_000, 600))
+    plain = latents.clone().requires_grad_()
+    reference = GumbelSoftmax(4, 600, logits=logits).train()
+    reference.load_state_dict(quantizer.state_dict())
+    codebook = reference.codebook.weight
+    if logits == "linear":
+        scores = reference.project(plain)
+    else:
+        scores = -(plain[:, None] - codebook[None]).pow(2).sum(-1)
+    assert torch.equal(output.indices, (scores + noise).argmax(1))
+    y = _one_hot_straight_through(output.indices, ((scores + noise) / 0.7).softmax(1))
+    log_q = scores.log_softmax(1)
+    kl = 0.3 * (log_q.exp() * (log_q + math.log(600))).sum(1).mean()
+    ((y @ codebook) * weights).sum().add(kl).backward()
+    torch.testing.assert_close(output.quantized, (y @ codebook).detach())
+    torch.testing.assert_close(output.loss, kl.detach())
+    torch.testing.assert_close(gradient, plain.grad)
+    for name, parameter in quantizer.named_parameters():
+        torch.testing.assert_close(parameter.grad, dict(reference.named_parameters())[name].grad, msg=name)
 
 
 def test_gumbel_linear_logits_choose_argmax_of_the_projection_at_evaluation():
@@ -576,6 +647,40 @@ def test_gmvq_training_output_and_albo_terms_by_hand():
     torch.testing.assert_close(output.loss.double(), 0.3 * latent_kl + 0.7 * aggregate_kl)
 
 
+def test_gmvq_training_step_equals_the_plain_formulas_over_several_blocks():
+    """Output, loss and gradients against the whole-tensor expressions (straight-through
+    one-hot, s_c and KL_c tables as constants), on 2,000 x 600 (three blocks)."""
+    torch.manual_seed(0)
+    quantizer = GMVQ(4, 600, prior_std=1.5, latent_weight=0.3, kl_weight=0.7, temperature=0.8).train()
+    latents, weights = torch.randn(2_000, 4) * 2, torch.randn(2_000, 4)
+    output, gradient = _backward_with_loss(quantizer, latents, weights, seed=1)
+    torch.manual_seed(1)
+    gumbel, noise = _gumbel_noise((2_000, 600)), torch.randn(2_000, 4)
+    plain = latents.clone().requires_grad_()
+    means = quantizer.codebook.weight.detach().clone().requires_grad_()
+    distances = (plain[:, None] - means[None]).pow(2).sum(-1)  # (N, K)
+    logits = -distances / (2 * 1.5**2)
+    y = _one_hot_straight_through(output.indices, ((logits + gumbel) / 0.8).softmax(1))
+    assert torch.equal(output.indices, (logits + gumbel).argmax(1))
+
+    def std_and_kl(squared):
+        ratio = (squared / 4).clamp_min(1e-12) / 1.5**2
+        return (ratio * 1.5**2).sqrt(), 2 * (ratio - 1 - ratio.log())
+
+    table_std, table_kl = std_and_kl(distances.detach())
+    at_std, at_kl = std_and_kl(distances.gather(1, output.indices[:, None]))
+    std = (y * table_std).sum(1, keepdim=True) + at_std - at_std.detach()
+    latent_kl = (y * table_kl).sum(1, keepdim=True) + at_kl - at_kl.detach()
+    quantized = y @ means + std * noise
+    aggregate = logits.softmax(1).mean(0)
+    loss = 0.3 * latent_kl.mean() + 0.7 * (aggregate * (600 * aggregate).log()).sum()
+    ((quantized * weights).sum() + loss).backward()
+    torch.testing.assert_close(output.quantized, quantized.detach())
+    torch.testing.assert_close(output.loss, loss.detach())
+    torch.testing.assert_close(gradient, plain.grad)
+    torch.testing.assert_close(quantizer.codebook.weight.grad, means.grad)
+
+
 def test_gmvq_gradient_reaches_latents_and_codebook():
     torch.manual_seed(0)
     quantizer = GMVQ(4, 8).train()
@@ -623,6 +728,24 @@ def test_vqdiff_training_output_is_the_gumbel_softmax_weighted_mean_of_codes():
     torch.testing.assert_close(output.quantized, weights @ codebook)
     assert torch.equal(output.indices, weights.argmax(1))
     assert output.loss.item() == 0.0
+
+
+def test_vqdiff_training_step_equals_the_plain_formulas_over_several_blocks():
+    torch.manual_seed(0)
+    quantizer = VQDiff(4, 600, temperature=3.0).train()
+    latents, weights = torch.randn(2_000, 4) * 2, torch.randn(2_000, 4)
+    output, gradient = _backward(quantizer, latents, weights, seed=1)
+    torch.manual_seed(1)
+    noise = _gumbel_noise((2_000, 600))
+    plain = latents.clone().requires_grad_()
+    codebook = quantizer.codebook.weight.detach().clone().requires_grad_()
+    mixture = ((-(plain[:, None] - codebook[None]).pow(2).sum(-1) + noise) / 3.0).softmax(1)
+    ((mixture @ codebook) * weights).sum().backward()
+    torch.testing.assert_close(output.quantized, (mixture @ codebook).detach())
+    torch.testing.assert_close(gradient, plain.grad)
+    torch.testing.assert_close(quantizer.codebook.weight.grad, codebook.grad)
+    perplexity = (-(mixture.mean(0) * mixture.mean(0).log()).sum()).exp()
+    torch.testing.assert_close(output.stats["soft_perplexity"], perplexity.detach())
 
 
 def test_vqdiff_evaluation_modes():

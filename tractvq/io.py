@@ -587,7 +587,10 @@ def _check_streamline_count(path: Path, tractogram: StatefulTractogram) -> None:
             f"the header announces {announced} streamlines but the file holds {loaded}"
             " (truncated or corrupt file)",
         )
-    if _extension(path) == ".trk" and header["hdr_size"] + _trk_data_size(tractogram, header) != path.stat().st_size:
+    if _extension(path) != ".trk":
+        return
+    expected_size = int(header["hdr_size"]) + _trk_data_size(tractogram, header)  # Python ints: files > 2 GiB
+    if expected_size != path.stat().st_size:
         raise TractogramError(
             path, f"the file holds more data than the {loaded} streamlines its header announces (corrupt header)"
         )

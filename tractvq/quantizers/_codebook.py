@@ -11,9 +11,6 @@ __all__ = [
     "squared_distances",
     "nearest_codes",
     "distance_logits",
-    "relaxed_gumbel_sample",
-    "straight_through_rows",
-    "straight_through_entries",
     "replace_unused_codes",
     "AnnealedTemperature",
 ]
@@ -75,81 +72,6 @@ def distance_logits(latents: Tensor, codebook: Tensor, scale: float = 1.0) -> Te
     ``-(|z|^2 - 2 z.c + |c|^2)``.
     """
     return _DistanceLogits.apply(latents, codebook, scale)
-
-
-def relaxed_gumbel_sample(logits: Tensor, temperature: float) -> Tensor:
-    """``softmax((l + g) / tau)`` over the last axis of ``logits`` ``(N, K)``, ``g ~ Gumbel(0, 1)``.
-
-    The relaxed sample of :func:`torch.nn.functional.gumbel_softmax` (``hard=False``), with
-    the noise drawn by inverse CDF, ``g = -log(-log U)``, ``U ~ U[0, 1)`` from
-    :func:`torch.rand_like`: the same law as ``gumbel_softmax``'s ``-log(E)``, ``E ~ Exp(1)``,
-    for a third of the time (torch's exponential draws are slow on the CPU). ``U = 0`` gives
-    ``g = -inf``, a weight of exactly 0. Computed in the noise's own buffer.
-    """
-    noise = torch.rand_like(logits).log_().neg_().log_()  # log(-log U) = -g, (N, K)
-    return noise.mul_(-1 / temperature).add_(logits, alpha=1 / temperature).softmax(dim=1)
-
-
-class _StraightThroughRows(torch.autograd.Function):
-    """``y @ matrix`` with ``y = onehot(indices) - sg(soft) + soft``, whose value is exactly
-    ``onehot(indices)``: the forward gathers rows, the backward is that of the product."""
-
-    @staticmethod
-    def forward(ctx, soft: Tensor, matrix: Tensor, indices: Tensor) -> Tensor:
-        ctx.save_for_backward(matrix, indices)
-        return matrix[indices]
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        matrix, indices = ctx.saved_tensors
-        grad_soft = grad @ matrix.t() if ctx.needs_input_grad[0] else None  # (N, K)
-        grad_matrix = None
-        if ctx.needs_input_grad[1]:
-            grad_matrix = torch.zeros_like(matrix).index_add_(0, indices, grad)  # y^T grad
-        return grad_soft, grad_matrix, None
-
-
-class _StraightThroughEntries(torch.autograd.Function):
-    """``(y * table).sum(1, keepdim=True)`` for a constant ``table`` ``(N, K)``, with ``y`` as
-    in :class:`_StraightThroughRows`: the value is ``table[n, indices[n]]``."""
-
-    @staticmethod
-    def forward(ctx, soft: Tensor, table: Tensor, indices: Tensor) -> Tensor:
-        ctx.save_for_backward(table)
-        return table.gather(1, indices[:, None])
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (table,) = ctx.saved_tensors
-        return grad * table, None, None
-
-
-def straight_through_rows(soft: Tensor, matrix: Tensor, indices: Tensor) -> Tensor:
-    """Straight-through one-hot product ``y @ matrix`` ``(N, D)``.
-
-    ``y = onehot(indices) - sg(soft) + soft`` is exactly ``onehot(indices)`` in value (for
-    ``0 <= soft <= 1``), so the value is ``matrix[indices]``; the gradient reaches ``soft`` as
-    ``grad @ matrix^T`` and ``matrix`` as ``onehot(indices)^T grad``, those of the product.
-
-    Parameters
-    ----------
-    soft : Tensor, shape (N, K)
-        The relaxed sample the gradient flows through.
-    matrix : Tensor, shape (K, D)
-    indices : Tensor of int64, shape (N,)
-        The hard choice.
-    """
-    return _StraightThroughRows.apply(soft, matrix, indices)
-
-
-def straight_through_entries(soft: Tensor, table: Tensor, indices: Tensor) -> Tensor:
-    """Straight-through one-hot selection ``(y * table).sum(1, keepdim=True)`` ``(N, 1)``.
-
-    With ``y`` as in :func:`straight_through_rows`: the value is ``table[n, indices[n]]``, the
-    gradient reaches ``soft`` as ``grad * table``. ``table`` is a constant (no gradient reaches
-    it); add ``x - sg(x)`` of the chosen entries ``x`` for a gradient through them.
-    """
-    return _StraightThroughEntries.apply(soft, table.detach(), indices)
 
 
 def replace_unused_codes(

@@ -74,13 +74,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from tractvq.quantizers._codebook import (
-    AnnealedTemperature,
-    distance_logits,
-    relaxed_gumbel_sample,
-    straight_through_entries,
-    straight_through_rows,
-)
+from tractvq.quantizers import _relaxed
+from tractvq.quantizers._codebook import AnnealedTemperature, distance_logits
 from tractvq.quantizers.base import (
     Quantizer,
     QuantizerOutput,
@@ -91,6 +86,66 @@ from tractvq.quantizers.base import (
 from tractvq.quantizers.vq import init_codebook
 
 __all__ = ["GMVQ"]
+
+
+def _std_and_kl_of_logits(logits: Tensor, prior_std: float, dim: int) -> tuple[Tensor, Tensor]:
+    """``s_c`` and ``KL_c`` at the distances ``-2 sigma_z^2 l`` of logits ``l`` (any shape),
+    without gradient."""
+    variance = (logits * (-2 * prior_std**2 / dim)).clamp_min_(1e-12)  # s_c^2
+    std = variance.sqrt()  # s_c
+    ratio = variance.div_(prior_std**2)  # r_c
+    log_ratio = ratio.log()
+    return std, ratio.sub_(1).sub_(log_ratio).mul_(0.5 * dim)  # KL_c
+
+
+class _MixtureChoice(torch.autograd.Function):
+    """A training step's Gumbel-max components of logits ``A B^T`` ``(N, K)``, block by block
+    (:mod:`tractvq.quantizers._relaxed`), with the straight-through gradient of the one-hot
+    ``y = onehot(c) - sg(s) + s``.
+
+    Returns ``y @ means`` ``(N, D)``, ``y . s_c`` and ``y . KL_c`` ``(N, 1)`` (the tables as
+    constants), the aggregated posterior ``qbar = mean_n softmax(l)_n`` ``(K,)`` and ``c``.
+    """
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, means: Tensor, temperature: float, seed: int, prior_std: float):
+        count, size = len(a), len(b)
+        draws = _relaxed.UniformSource(seed, a.device)
+        sample = a.new_empty(count, size)  # s, (N, K)
+        indices = torch.empty(count, dtype=torch.int64, device=a.device)
+        chosen_logits = a.new_empty(count, 1)
+        log_normaliser = a.new_empty(count, 1)  # logsumexp(l), (N, 1)
+        aggregate = a.new_zeros(size)
+        for rows in _relaxed.row_blocks(count, size):
+            logits = a[rows] @ b.t()
+            _, indices[rows] = _relaxed.relaxed_sample_(draws.fill_(sample[rows]), logits, temperature)
+            chosen_logits[rows] = logits.gather(1, indices[rows, None])
+            posterior, _, log_normaliser[rows] = _relaxed.log_softmax_rows(logits)
+            aggregate += posterior.sum(dim=0)
+        ctx.save_for_backward(a, b, means, sample, indices, log_normaliser)
+        ctx.temperature, ctx.prior_std = temperature, prior_std
+        ctx.mark_non_differentiable(indices)
+        std, kl = _std_and_kl_of_logits(chosen_logits, prior_std, means.shape[1])
+        return means[indices], std, kl, aggregate / count, indices
+
+    @staticmethod
+    def backward(ctx, grad_rows: Tensor, grad_std: Tensor, grad_kl: Tensor, grad_aggregate: Tensor, _):
+        a, b, means, sample, indices, log_normaliser = ctx.saved_tensors
+        grad_a, grad_b = torch.empty_like(a), torch.zeros_like(b)
+        grad_posterior = grad_aggregate / len(a)  # (K,)
+        for rows in _relaxed.row_blocks(*sample.shape):
+            logits = a[rows] @ b.t()
+            table_std, table_kl = _std_and_kl_of_logits(logits, ctx.prior_std, means.shape[1])
+            grad_sample = table_std.mul_(grad_std[rows]).addcmul_(table_kl, grad_kl[rows])
+            grad_sample.addmm_(grad_rows[rows], means.t())
+            grad_logits = _relaxed.softmax_backward_(grad_sample, sample[rows], ctx.temperature)
+            posterior, _, _ = _relaxed.log_softmax_rows(logits, log_normaliser[rows])
+            grad_logits += posterior.mul_(grad_posterior - (posterior @ grad_posterior)[:, None])  # softmax'
+            grad_logits = _relaxed.flush_subnormal(grad_logits)
+            torch.mm(grad_logits, b, out=grad_a[rows])
+            grad_b.addmm_(grad_logits.t(), a[rows])
+        grad_means = torch.zeros_like(means).index_add_(0, indices, grad_rows)  # y^T grad
+        return grad_a, grad_b, grad_means, None, None, None
 
 
 @register
@@ -155,32 +210,29 @@ class GMVQ(AnnealedTemperature, Quantizer):
 
     def quantize(self, latents: Tensor) -> QuantizerOutput:
         means = self.codebook.weight  # mu, (K, D)
-        logits = distance_logits(latents, means, 0.5 / self.prior_std**2)  # l = log q(c|x) + const
+        scale = 0.5 / self.prior_std**2  # l = -scale ||zh - mu||^2 = log q(c|x) + const
         if self.training:
-            soft = relaxed_gumbel_sample(logits, self.temperature)  # (N, K)
-            indices = soft.max(dim=1)[1]  # the Gumbel-max code c
+            factors = _relaxed.distance_factors(latents, means, scale)
+            chosen_means, table_std, table_kl, aggregate, indices = _MixtureChoice.apply(
+                *factors, means, self.temperature, _relaxed.noise_seed(), self.prior_std
+            )
         else:
-            soft = None
+            logits = distance_logits(latents, means, scale)
             indices = logits.argmax(dim=1)
-        # The one-hot y reads KL_c and s_c at the chosen code only: their gradient reaches the
-        # distance there (*_at_code), while the relaxed gradient of y needs them for every
-        # code, as constants (table_*).
+            aggregate = logits.softmax(dim=1).mean(dim=0)  # qbar, (K,)
+        # The one-hot y reads KL_c and s_c at the chosen code: their gradient reaches the
+        # distance there (*_at_code), while the relaxed gradient of y needs them for every code,
+        # as constants (table_*).
         chosen = (latents - means[indices]).pow(2).sum(dim=1, keepdim=True)  # (N, 1)
         std_at_code, kl_at_code = self._std_and_kl(chosen)
         if self.training:
-            table_std, table_kl = self._std_and_kl_table(logits)  # (N, K)
             noise = torch.randn_like(latents)  # eps, (N, D)
-            std = straight_through_entries(soft, table_std, indices) + (
-                std_at_code - std_at_code.detach()
-            )  # y . s, (N, 1)
-            latent_kl = straight_through_entries(soft, table_kl, indices) + (
-                kl_at_code - kl_at_code.detach()
-            )  # y . KL, (N, 1)
-            quantized = straight_through_rows(soft, means, indices) + std * noise  # y @ mu + ...
+            std = table_std + (std_at_code - std_at_code.detach())  # y . s, (N, 1)
+            latent_kl = table_kl + (kl_at_code - kl_at_code.detach())  # y . KL, (N, 1)
+            quantized = chosen_means + std * noise  # y @ mu + (y . s) eps
         else:
             latent_kl = kl_at_code  # y = onehot(c*)
             quantized = self.codebook(indices)
-        aggregate = logits.softmax(dim=1).mean(dim=0)  # qbar, (K,)
         log_ratio = aggregate.clamp_min(1e-12).log() + math.log(self.codebook_size)
         aggregate_kl = (aggregate * log_ratio).sum()  # KL(qbar || uniform)
         chosen_kl = latent_kl.sum(dim=1).mean()
@@ -189,7 +241,7 @@ class GMVQ(AnnealedTemperature, Quantizer):
         stats["soft_perplexity"] = probability_stats(aggregate)["perplexity"]
         stats["latent_kl"] = chosen_kl
         stats["aggregate_kl"] = aggregate_kl
-        stats["temperature"] = logits.new_tensor(self.temperature)
+        stats["temperature"] = latents.new_tensor(self.temperature)
         return QuantizerOutput(quantized, indices, loss, stats)
 
     def _std_and_kl(self, distances: Tensor) -> tuple[Tensor, Tensor]:
@@ -197,16 +249,6 @@ class GMVQ(AnnealedTemperature, Quantizer):
         variance = (distances / self.dim).clamp_min(1e-12)  # s_c^2
         ratio = variance / self.prior_std**2  # r_c
         return variance.sqrt(), 0.5 * self.dim * (ratio - 1 - ratio.log())  # s_c, KL_c
-
-    @torch.no_grad()
-    def _std_and_kl_table(self, logits: Tensor) -> tuple[Tensor, Tensor]:
-        """:meth:`_std_and_kl` of the distances ``-2 sigma_z^2 l`` of logits ``l`` ``(N, K)``,
-        without gradient, in two new (N, K) buffers."""
-        variance = (logits * (-2 * self.prior_std**2 / self.dim)).clamp_min_(1e-12)  # s_c^2
-        std = variance.sqrt()  # s_c
-        ratio = variance.div_(self.prior_std**2)  # r_c
-        log_ratio = ratio.log()
-        return std, ratio.sub_(1).sub_(log_ratio).mul_(0.5 * self.dim)  # KL_c
 
     def indices_to_codes(self, indices: Tensor) -> Tensor:
         return self.codebook(indices)

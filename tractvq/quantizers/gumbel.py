@@ -31,12 +31,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from tractvq.quantizers._codebook import (
-    AnnealedTemperature,
-    distance_logits,
-    relaxed_gumbel_sample,
-    straight_through_rows,
-)
+from tractvq.quantizers import _relaxed
+from tractvq.quantizers._codebook import AnnealedTemperature, distance_logits
 from tractvq.quantizers.base import Quantizer, QuantizerOutput, codebook_stats, register
 from tractvq.quantizers.vq import init_codebook
 
@@ -69,6 +65,50 @@ class _UniformPriorKL(torch.autograd.Function):
         posterior, log_posterior, negative_entropy = ctx.saved_tensors
         scale = grad / posterior.shape[0]
         return (log_posterior - negative_entropy[:, None]).mul_(posterior).mul_(scale)
+
+
+class _GumbelChoice(torch.autograd.Function):
+    """A training step's Gumbel-max codes of logits ``A B^T`` ``(N, K)``, block by block
+    (:mod:`tractvq.quantizers._relaxed`).
+
+    Returns the chosen rows ``codebook[c]`` with the straight-through gradient of ``y @ codebook``
+    (``y = onehot(c) - sg(s) + s``), the posterior KL ``mean_n sum_k q_nk log(K q_nk)`` of
+    ``q = softmax(l)`` (as :class:`_UniformPriorKL`) and the codes ``c``.
+    """
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, codebook: Tensor, temperature: float, seed: int):
+        count, size = len(a), len(b)
+        draws = _relaxed.UniformSource(seed, a.device)
+        sample = a.new_empty(count, size)  # s, (N, K)
+        indices = torch.empty(count, dtype=torch.int64, device=a.device)
+        negative_entropy = a.new_empty(count, 1)  # sum_k q log q, (N, 1)
+        log_normaliser = a.new_empty(count, 1)  # logsumexp(l), (N, 1)
+        for rows in _relaxed.row_blocks(count, size):
+            logits = a[rows] @ b.t()
+            _, indices[rows] = _relaxed.relaxed_sample_(draws.fill_(sample[rows]), logits, temperature)
+            posterior, log_posterior, log_normaliser[rows] = _relaxed.log_softmax_rows(logits)
+            negative_entropy[rows, 0] = torch.linalg.vecdot(posterior, log_posterior)
+        ctx.save_for_backward(a, b, codebook, sample, indices, negative_entropy, log_normaliser)
+        ctx.temperature = temperature
+        ctx.mark_non_differentiable(indices)
+        kl = negative_entropy.mean() + math.log(size)
+        return codebook[indices], kl, indices
+
+    @staticmethod
+    def backward(ctx, grad_rows: Tensor, grad_kl: Tensor, _):
+        a, b, codebook, sample, indices, negative_entropy, log_normaliser = ctx.saved_tensors
+        grad_a, grad_b = torch.empty_like(a), torch.zeros_like(b)
+        kl_scale = grad_kl / len(a)
+        for rows in _relaxed.row_blocks(*sample.shape):
+            grad_logits = _relaxed.softmax_backward_(grad_rows[rows] @ codebook.t(), sample[rows], ctx.temperature)
+            posterior, log_posterior, _ = _relaxed.log_softmax_rows(a[rows] @ b.t(), log_normaliser[rows])
+            grad_kl_logits = log_posterior.sub_(negative_entropy[rows]).mul_(posterior).mul_(kl_scale)
+            grad_logits = _relaxed.flush_subnormal(grad_logits.add_(grad_kl_logits))
+            torch.mm(grad_logits, b, out=grad_a[rows])
+            grad_b.addmm_(grad_logits.t(), a[rows])
+        grad_codebook = torch.zeros_like(codebook).index_add_(0, indices, grad_rows)  # y^T grad
+        return grad_a, grad_b, grad_codebook, None, None
 
 
 @register
@@ -129,23 +169,24 @@ class GumbelSoftmax(AnnealedTemperature, Quantizer):
         if logits == "linear":
             self.project = nn.Linear(self.dim, self.codebook_size)
 
-    def _logits(self, latents: Tensor) -> Tensor:
+    def _logit_factors(self, latents: Tensor) -> tuple[Tensor, Tensor]:
+        """``A``, ``B`` with logits ``A B^T`` (see :mod:`tractvq.quantizers._relaxed`)."""
         if self.logits == "linear":
-            return self.project(latents)
-        return distance_logits(latents, self.codebook.weight)
+            return _relaxed.linear_factors(latents, self.project.weight, self.project.bias)
+        return _relaxed.distance_factors(latents, self.codebook.weight, 1.0)
 
     def quantize(self, latents: Tensor) -> QuantizerOutput:
-        logits = self._logits(latents)  # (N, K)
-        if self.training:
-            soft = relaxed_gumbel_sample(logits, self.temperature)  # s, (N, K)
-            indices = soft.max(dim=1)[1]  # argmax(l + g)
-            quantized = straight_through_rows(soft, self.codebook.weight, indices)  # y @ codebook
+        if self.training:  # y = onehot(argmax(l + g)) - sg[s] + s
+            quantized, kl, indices = _GumbelChoice.apply(
+                *self._logit_factors(latents), self.codebook.weight, self.temperature, _relaxed.noise_seed()
+            )
         else:
+            logits = self.project(latents) if self.logits == "linear" else distance_logits(latents, self.codebook.weight)
             indices = logits.argmax(dim=1)
             quantized = self.codebook(indices)
-        kl = _UniformPriorKL.apply(logits)
+            kl = _UniformPriorKL.apply(logits)
         stats = codebook_stats(indices, self.codebook_size)
-        stats["temperature"] = logits.new_tensor(self.temperature)
+        stats["temperature"] = latents.new_tensor(self.temperature)
         return QuantizerOutput(quantized, indices, self.kl_weight * kl, stats)
 
     def indices_to_codes(self, indices: Tensor) -> Tensor:

@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tractvq.quantizers._codebook import distance_logits, nearest_codes, relaxed_gumbel_sample
+from tractvq.quantizers import _relaxed
+from tractvq.quantizers._codebook import distance_logits, nearest_codes
 from tractvq.quantizers.base import (
     Quantizer,
     QuantizerOutput,
@@ -45,6 +46,43 @@ from tractvq.quantizers.base import (
 __all__ = ["VQDiff"]
 
 EVAL_MODES = ("sample", "mean", "hard")
+
+
+class _GumbelMixture(torch.autograd.Function):
+    """Gumbel-softmax weights ``w`` of logits ``A B^T`` ``(N, K)`` and the mixture ``w @ codebook``,
+    block by block (:mod:`tractvq.quantizers._relaxed`).
+
+    Returns the mixture ``(N, D)``, the largest weight's code ``(N,)`` and the mean weights
+    ``(K,)`` (a statistic, without gradient).
+    """
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, codebook: Tensor, temperature: float, seed: int):
+        count, size = len(a), len(b)
+        draws = _relaxed.UniformSource(seed, a.device)
+        weights = a.new_empty(count, size)  # w, (N, K)
+        mixture = a.new_empty(count, codebook.shape[1])
+        indices = torch.empty(count, dtype=torch.int64, device=a.device)
+        for rows in _relaxed.row_blocks(count, size):
+            _, indices[rows] = _relaxed.relaxed_sample_(draws.fill_(weights[rows]), a[rows] @ b.t(), temperature)
+            torch.mm(weights[rows], codebook, out=mixture[rows])
+        ctx.save_for_backward(a, b, codebook, weights)
+        ctx.temperature = temperature
+        ctx.mark_non_differentiable(indices)
+        return mixture, indices, weights.mean(dim=0)
+
+    @staticmethod
+    def backward(ctx, grad_mixture: Tensor, *_):
+        a, b, codebook, weights = ctx.saved_tensors
+        grad_a, grad_b, grad_codebook = torch.empty_like(a), torch.zeros_like(b), torch.zeros_like(codebook)
+        for rows in _relaxed.row_blocks(*weights.shape):
+            grad_codebook.addmm_(weights[rows].t(), grad_mixture[rows])
+            grad_weights = grad_mixture[rows] @ codebook.t()
+            grad_logits = _relaxed.softmax_backward_(grad_weights, weights[rows], ctx.temperature)
+            grad_logits = _relaxed.flush_subnormal(grad_logits)
+            torch.mm(grad_logits, b, out=grad_a[rows])
+            grad_b.addmm_(grad_logits.t(), a[rows])
+        return grad_a, grad_b, grad_codebook, None, None
 
 
 @register
@@ -103,18 +141,19 @@ class VQDiff(Quantizer):
         if mode == "hard":
             indices = nearest_codes(latents.detach(), self.codebook.weight.detach())
             quantized = self.codebook(indices)  # exact rows
-            weights = F.one_hot(indices, self.codebook_size).to(quantized.dtype)
-        else:
-            codebook = self.codebook.weight
-            if mode == "sample":
-                logits = distance_logits(latents, codebook)  # -||z - e||^2, (N, K)
-                weights = relaxed_gumbel_sample(logits, self.temperature)  # w
-            else:  # softmax(-||z - e||^2 / tau)
-                weights = distance_logits(latents, codebook, 1 / self.temperature).softmax(dim=1)
+            mean_weights = F.one_hot(indices, self.codebook_size).to(quantized.dtype).mean(dim=0)
+        elif mode == "sample":  # w = gumbel_softmax(-||z - e||^2, tau), s = w @ e
+            factors = _relaxed.distance_factors(latents, self.codebook.weight, 1.0)
+            quantized, indices, mean_weights = _GumbelMixture.apply(
+                *factors, self.codebook.weight, self.temperature, _relaxed.noise_seed()
+            )
+        else:  # softmax(-||z - e||^2 / tau)
+            weights = distance_logits(latents, self.codebook.weight, 1 / self.temperature).softmax(dim=1)
             indices = weights.argmax(dim=1)
-            quantized = weights @ codebook  # sum_i w_i e_i, (N, D)
+            quantized = weights @ self.codebook.weight
+            mean_weights = weights.mean(dim=0)
         stats = codebook_stats(indices, self.codebook_size)
-        stats["soft_perplexity"] = probability_stats(weights.mean(dim=0))["perplexity"]
+        stats["soft_perplexity"] = probability_stats(mean_weights)["perplexity"]
         return QuantizerOutput(quantized, indices, latents.new_zeros(()), stats)
 
     def indices_to_codes(self, indices: Tensor) -> Tensor:
