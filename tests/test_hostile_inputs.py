@@ -352,8 +352,8 @@ def test_tampered_caches_are_one_line_errors_before_any_allocation(tmp_path, sam
 def test_trk_size_check_counts_beyond_two_gibibytes(monkeypatch, sample_bundle):
     """The .trk header stores its size as int32: the check must add Python integers (a
     9 GiB whole-brain file raised OverflowError)."""
-    monkeypatch.setattr(io, "_trk_data_size", lambda tractogram, header: 9_712_363_600)
+    monkeypatch.setattr(io, "_trk_data_size", lambda count, points, header: 9_712_363_600)
     with pytest.raises(TractogramError, match="holds more data than the"):
         io.load(sample_bundle)
-    monkeypatch.setattr(io, "_trk_data_size", lambda tractogram, header: sample_bundle.stat().st_size - 1000)
+    monkeypatch.setattr(io, "_trk_data_size", lambda count, points, header: sample_bundle.stat().st_size - 1000)
     assert len(io.load(sample_bundle).streamlines) > 0

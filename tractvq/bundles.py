@@ -39,7 +39,14 @@ from dipy.tracking.streamline import length as streamline_length
 from dipy.tracking.streamline import set_number_of_points
 
 from tractvq.errors import TractogramError
-from tractvq.io import SpaceAttributes, check_group_name, check_space_attributes, make_tractogram, read_npz
+from tractvq.io import (
+    SpaceAttributes,
+    TractogramStream,
+    check_group_name,
+    check_space_attributes,
+    make_tractogram,
+    read_npz,
+)
 from tractvq.outputs import atomic_output
 
 __all__ = [
@@ -50,8 +57,10 @@ __all__ = [
     "BundleSource",
     "GroupedBundles",
     "resample",
+    "resample_stream",
     "coordinate_range",
     "group",
+    "group_stream",
     "group_streamlines",
 ]
 
@@ -190,16 +199,58 @@ def resample(
         If the tractogram has no streamline, or a streamline has fewer than two points,
         non-finite coordinates or zero length (such a streamline cannot be resampled).
     """
-    streamlines = tractogram.streamlines
-    count = len(streamlines)
+    if len(tractogram.streamlines) == 0:
+        raise TractogramError(source, "holds no streamlines")
+    return _resample_streamlines(tractogram.streamlines, int(n_points), source)
+
+
+def resample_stream(stream: TractogramStream, n_points: int = 64, *, source: str | os.PathLike | None = None) -> np.ndarray:
+    """:func:`resample` of a tractogram read chunk by chunk: the same array, in memory that
+    holds the resampled points and one chunk of the file.
+
+    Parameters
+    ----------
+    stream : tractvq.io.TractogramStream
+    n_points : int, optional
+    source : str or os.PathLike, optional
+        Name used in error messages (default: the stream's file).
+
+    Returns
+    -------
+    ndarray, shape (N, n_points, 3), float32
+
+    Raises
+    ------
+    TractogramError
+        As :func:`resample` (indices count from the file's first streamline), or as
+        :meth:`tractvq.io.TractogramStream.chunks`.
+    """
+    source = stream.path if source is None else source
+    # The header's count (checked at the end), if the file can hold it: a streamline takes
+    # at least 28 bytes in either format (its count or delimiter, and two points).
+    capacity = min(stream.announced, stream.path.stat().st_size // 28)
+    resampled = np.empty((capacity, int(n_points), 3), np.float32)
+    parts, count = [], 0
+    for chunk in stream.chunks():
+        points = _resample_streamlines(chunk, int(n_points), source, first=count)
+        if count + len(points) <= len(resampled):
+            resampled[count : count + len(points)] = points
+        else:
+            parts.append(points)
+        count += len(points)
     if count == 0:
         raise TractogramError(source, "holds no streamlines")
+    return np.concatenate([resampled[: min(count, len(resampled))], *parts]) if parts else resampled
+
+
+def _resample_streamlines(streamlines, n_points: int, source, *, first: int = 0) -> np.ndarray:
+    """:func:`resample` of an ArraySequence; error messages count indices from ``first``."""
+    count = len(streamlines)
     lengths = np.asarray(streamlines._lengths)
-    _reject(source, lengths < 2, "have fewer than 2 points")
+    _reject(source, lengths < 2, "have fewer than 2 points", first)
     arc_lengths = np.asarray(streamline_length(streamlines), dtype=np.float64)  # NaN/inf if non-finite
-    _reject(source, ~np.isfinite(arc_lengths), "have non-finite coordinates")
-    _reject(source, arc_lengths <= 0, "have zero length (all points identical)")
-    n_points = int(n_points)
+    _reject(source, ~np.isfinite(arc_lengths), "have non-finite coordinates", first)
+    _reject(source, arc_lengths <= 0, "have zero length (all points identical)", first)
     kept = lengths == n_points
     if not kept.any():
         return _as_array(set_number_of_points(streamlines, nb_points=n_points), n_points)
@@ -221,12 +272,12 @@ def _as_array(streamlines, n_points: int) -> np.ndarray:
     return np.asarray(data, dtype=np.float32).reshape(len(streamlines), n_points, 3)
 
 
-def _reject(source, bad: np.ndarray, problem: str) -> None:
+def _reject(source, bad: np.ndarray, problem: str, first: int = 0) -> None:
     if bad.any():
         where = np.flatnonzero(bad)
         raise TractogramError(
             source,
-            f"{where.size} streamline(s) {problem} (first at index {where[0]});"
+            f"{where.size} streamline(s) {problem} (first at index {first + where[0]});"
             " remove them before encoding",
         )
 
@@ -515,22 +566,58 @@ def group(
         points = np.empty((0, settings.n_points, 3), np.float32)
     else:
         points = resample(tractogram, settings.n_points, source=where)
+    dropped = tuple(
+        f"{kind} {key!r}"
+        for kind, data in (("data_per_point", tractogram.data_per_point),
+                           ("data_per_streamline", tractogram.data_per_streamline))
+        for key in sorted(data)
+    )
+    space_attributes = tuple(tractogram.space_attributes)
+    del tractogram  # the last reference in group(load(path)): its points go before grouping
     source = BundleSource(
         subject=subject,
         name=name,
         path=os.fspath(path),
         n_streamlines=len(points),
-        space_attributes=tuple(tractogram.space_attributes),
+        space_attributes=space_attributes,
         group=trx_group,
         file_indices=None if file_indices is None else np.asarray(file_indices, dtype=np.int64),
-        dropped=tuple(
-            f"{kind} {key!r}"
-            for kind, data in (("data_per_point", tractogram.data_per_point),
-                               ("data_per_streamline", tractogram.data_per_streamline))
-            for key in sorted(data)
-        ),
+        dropped=dropped,
     )
-    del tractogram  # the last reference in group(load(path)): its points go before grouping
+    return group_streamlines(points, settings, source=source)
+
+
+def group_stream(
+    stream: TractogramStream, settings: GroupingSettings = GroupingSettings(), *, subject: str = "", name: str = ""
+) -> GroupedBundles:
+    """:func:`group` of a file read chunk by chunk (:func:`tractvq.io.stream`): the same groups,
+    without the whole tractogram in memory (see :func:`resample_stream`).
+
+    Parameters
+    ----------
+    stream : tractvq.io.TractogramStream
+    settings : GroupingSettings, optional
+    subject, name : str, optional
+        Labels stored with the groups.
+
+    Returns
+    -------
+    GroupedBundles
+
+    Raises
+    ------
+    TractogramError
+        See :func:`resample_stream`.
+    """
+    points = resample_stream(stream, settings.n_points)
+    source = BundleSource(
+        subject=subject,
+        name=name,
+        path=os.fspath(stream.path),
+        n_streamlines=len(points),
+        space_attributes=stream.space_attributes,
+        dropped=stream.dropped,
+    )
     return group_streamlines(points, settings, source=source)
 
 

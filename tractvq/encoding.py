@@ -25,7 +25,7 @@ from dipy.io.stateful_tractogram import StatefulTractogram
 from tqdm.auto import tqdm
 
 from tractvq import io
-from tractvq.bundles import BundleSource, GroupedBundles, group
+from tractvq.bundles import BundleSource, GroupedBundles, group, group_stream
 from tractvq.codes import Codes, index_dtype
 from tractvq.errors import ModelError, OutputError, TractogramError
 from tractvq.models.autoencoder import BundleAutoencoder
@@ -165,12 +165,20 @@ def group_for_model(
             " e.g. -100 100 for the sample data"
         )
     parts = [
-        group(io.read_record(record, reference, mm_per_unit=mm_per_unit), settings,
-              subject=record.subject, name=record.bundle, path=record.path,
-              trx_group=record.group, file_indices=record.indices)
+        _group_record(record, settings, reference, mm_per_unit)
         for record in tqdm(records, desc="reading", unit="file", leave=False, disable=not progress)
     ]
     return GroupedBundles.concatenate(parts)
+
+
+def _group_record(record: io.TractogramRecord, settings, reference, mm_per_unit: float) -> GroupedBundles:
+    """The groups of one record: a whole .trk or .tck file read chunk by chunk
+    (:func:`tractvq.io.stream`), anything else loaded whole."""
+    if record.indices is None and io.streams(record.path, reference):
+        return group_stream(io.stream(record.path, reference), settings, subject=record.subject, name=record.bundle)
+    return group(io.read_record(record, reference, mm_per_unit=mm_per_unit), settings,  # no other reference:
+                 subject=record.subject, name=record.bundle, path=record.path,  # its points go before grouping
+                 trx_group=record.group, file_indices=record.indices)
 
 
 def _input_paths(inputs) -> list:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import logging
 import math
@@ -63,6 +64,9 @@ __all__ = [
     "trx_groups",
     "find_tractograms",
     "read_record",
+    "stream",
+    "streams",
+    "TractogramStream",
     "input_path",
     "read_npz",
 ]
@@ -71,6 +75,10 @@ __all__ = [
 TRACTOGRAM_EXTENSIONS = (".trk", ".tck", ".trx", ".vtk", ".vtp", ".fib", ".dpy")
 #: Formats that carry their own spatial reference.
 SELF_REFERENCED_EXTENSIONS = (".trk", ".trx")
+#: Formats :func:`stream` reads chunk by chunk (nibabel reads them lazily).
+STREAMED_EXTENSIONS = (".trk", ".tck")
+#: Streamlines per chunk of :meth:`TractogramStream.chunks`.
+STREAM_CHUNK = 50_000
 #: Extension of the published VQ-Diff arrays, shape ``(N, 3, P)``.
 ARRAY_EXTENSION = ".npy"
 #: Millimetres per unit assumed for the published arrays. The paper min-max scaled all
@@ -343,18 +351,18 @@ def _check_trk_sizes(path: Path) -> None:
     properties = int(header[nib.streamlines.Field.NB_PROPERTIES_PER_STREAMLINE])
     if count < 0 or scalars < 0 or properties < 0:
         raise TractogramError(path, "the .trk header has a negative streamline, scalar or property count")
-    if header["hdr_size"] + count * (4 + 4 * properties) > path.stat().st_size:
+    if int(header["hdr_size"]) + count * (4 + 4 * properties) > path.stat().st_size:
         raise TractogramError(
             path, f"the header announces {count} streamlines with {properties} properties each: more than the file holds"
         )
 
 
-def _trk_data_size(tractogram: StatefulTractogram, header: dict) -> int:
-    """Bytes of a .trk's streamline data given what was read: counts, points, scalars, properties."""
+def _trk_data_size(count: int, points: int, header: dict) -> int:
+    """Bytes of a .trk's streamline data given what was read: ``count`` streamlines of
+    ``points`` points in all, with the header's scalars and properties."""
     scalars = int(header[nib.streamlines.Field.NB_SCALARS_PER_POINT])
     properties = int(header[nib.streamlines.Field.NB_PROPERTIES_PER_STREAMLINE])
-    points = int(np.sum(tractogram.streamlines._lengths))
-    return len(tractogram.streamlines) * (4 + 4 * properties) + points * 4 * (3 + scalars)
+    return count * (4 + 4 * properties) + points * 4 * (3 + scalars)
 
 
 def _check_trx_structure(path: Path) -> int:
@@ -473,8 +481,8 @@ def _read_group(path: Path, archive: zipfile.ZipFile, member: zipfile.ZipInfo, c
     return {name: indices}
 
 
-def _check_coordinates(path: Path, tractogram: StatefulTractogram) -> None:
-    points = _points(tractogram.streamlines)
+def _check_coordinates(path: Path, points: np.ndarray) -> None:
+    """Refuse non-finite points ``(n, 3)`` and points beyond :data:`MAX_COORDINATE_MM`."""
     if not points.size:
         return
     low, high = points.min(), points.max()  # NaN if any is; no temporary of the data's size
@@ -494,6 +502,26 @@ def _points(streamlines) -> np.ndarray:
         streamlines._offsets, np.cumsum(lengths) - lengths
     )
     return streamlines._data if packed else streamlines.get_data()
+
+
+def _checked_before_reading(path, reference) -> tuple[Path, SpaceAttributes]:
+    """What :func:`load` and :func:`stream` check before reading a tractogram: the file, the
+    reference a format needs, the header's counts, the spatial reference (the file's own or
+    ``reference``). Returns the path and the spatial reference."""
+    path = input_path(path)
+    _check_input_file(path, TRACTOGRAM_EXTENSIONS)
+    extension = _extension(path)
+    if reference is None and extension not in SELF_REFERENCED_EXTENSIONS:
+        raise TractogramError(
+            path,
+            f"{extension} files carry no spatial reference; pass reference= (--reference)"
+            " with a NIfTI image or a .trk file in the same space",
+        )
+    if extension == ".trk":
+        _check_trk_sizes(path)
+    elif extension == ".trx":
+        _check_trx_structure(path)
+    return path, read_space_attributes(path if reference is None else reference)
 
 
 def load(
@@ -525,25 +553,9 @@ def load(
         If the file is missing, has an unknown extension, needs a reference that was not
         given, or cannot be read (corrupt, truncated, bad header).
     """
-    path = input_path(path)
-    _check_input_file(path, TRACTOGRAM_EXTENSIONS)
+    path, _ = _checked_before_reading(path, reference)
     extension = _extension(path)
-    if reference is None and extension not in SELF_REFERENCED_EXTENSIONS:
-        raise TractogramError(
-            path,
-            f"{extension} files carry no spatial reference; pass reference= (--reference)"
-            " with a NIfTI image or a .trk file in the same space",
-        )
-    if extension == ".trk":
-        _check_trk_sizes(path)
-    elif extension == ".trx":
-        _check_trx_structure(path)
-    if reference is None:
-        dipy_reference = "same"
-        read_space_attributes(path)  # the file's own header, checked before DIPY reads it
-    else:
-        read_space_attributes(reference)
-        dipy_reference = str(reference)
+    dipy_reference = "same" if reference is None else str(reference)
     with _dipy_log_messages() as messages:
         try:
             tractogram = load_tractogram(
@@ -560,40 +572,177 @@ def load(
     if tractogram is False:
         detail = "; ".join(messages) or "DIPY refused it"
         raise TractogramError(path, f"cannot load this {extension} file: {detail}")
-    _check_streamline_count(path, tractogram)
+    lengths = np.asarray(tractogram.streamlines._lengths)
+    _check_streamline_count(path, len(lengths), int(lengths.sum()))
     if check_coordinates:
-        _check_coordinates(path, tractogram)
+        _check_coordinates(path, _points(tractogram.streamlines))
     return tractogram
 
 
-def _check_streamline_count(path: Path, tractogram: StatefulTractogram) -> None:
+def _check_streamline_count(path: Path, count: int, points: int) -> None:
     """Catch files whose header disagrees with their data, which nibabel reads without
     complaint: truncated (fewer streamlines) or holding more than announced.
 
     Compares the count the header announces (``nb_streamlines`` of .trk, ``count`` of .tck;
-    0 means unknown) with what was read, using nibabel's own header parser; for .trk, also
-    the file's size with the size of what was read.
+    0 means unknown) with the ``count`` streamlines read, using nibabel's own header parser;
+    for .trk, also the file's size with the size of what was read (``points`` in all).
     """
     file_format = nib.streamlines.detect_format(str(path))
-    if file_format is None or _extension(path) not in (".trk", ".tck"):
+    if file_format is None or _extension(path) not in STREAMED_EXTENSIONS:
         return
     with open(path, "rb") as handle:
         header = file_format._read_header(handle)
-    loaded = len(tractogram.streamlines)
     announced = int(header.get(nib.streamlines.Field.NB_STREAMLINES) or header.get("count") or 0)
-    if announced > 0 and announced != loaded:
+    if announced > 0 and announced != count:
         raise TractogramError(
             path,
-            f"the header announces {announced} streamlines but the file holds {loaded}"
+            f"the header announces {announced} streamlines but the file holds {count}"
             " (truncated or corrupt file)",
         )
     if _extension(path) != ".trk":
         return
-    expected_size = int(header["hdr_size"]) + _trk_data_size(tractogram, header)  # Python ints: files > 2 GiB
+    expected_size = int(header["hdr_size"]) + _trk_data_size(count, points, header)  # Python ints: files > 2 GiB
     if expected_size != path.stat().st_size:
         raise TractogramError(
-            path, f"the file holds more data than the {loaded} streamlines its header announces (corrupt header)"
+            path, f"the file holds more data than the {count} streamlines its header announces (corrupt header)"
         )
+
+
+@dataclass(frozen=True)
+class TractogramStream:
+    """A ``.trk`` or ``.tck`` file read chunk by chunk (see :func:`stream`).
+
+    Attributes
+    ----------
+    path : Path
+    space_attributes : tuple
+        ``(affine, dimensions, voxel_sizes, voxel_order)`` of the file (``.trk``) or the
+        reference.
+    announced : int
+        Streamlines the header announces (0: unknown).
+    dropped : tuple of str
+        What the file carries besides the points (``"data_per_point 'fa'"``, ...).
+    """
+
+    path: Path
+    space_attributes: SpaceAttributes
+    announced: int
+    dropped: tuple[str, ...]
+
+    def chunks(self, size: int | None = None) -> Iterator[nib.streamlines.ArraySequence]:
+        """The streamlines, ``size`` (default :data:`STREAM_CHUNK`) at a time, in RASMM
+        millimetres (as :func:`load` gives them).
+
+        Every chunk's coordinates are checked as :func:`load` checks them; after the last
+        one, the count (and, for ``.trk``, the size) read is checked against the header.
+
+        Raises
+        ------
+        TractogramError
+            If the file cannot be read, or a check fails.
+        """
+        size = STREAM_CHUNK if size is None else size
+        lazy = _lazy_tractogram(self.path)
+        to_rasmm = lazy.affine_to_rasmm if isinstance(lazy, _FileSpaceStreamlines) else None
+        streamlines = iter(lazy.streamlines)
+        count = points = 0
+        while True:
+            try:
+                chunk = _packed(list(itertools.islice(streamlines, size)))
+            except _READ_ERRORS as error:
+                raise TractogramError(
+                    self.path, f"cannot read this {_extension(self.path)} file ({type(error).__name__}: {error})"
+                ) from error
+            if not len(chunk):
+                break
+            if to_rasmm is not None:  # as nibabel's whole read: float64 arithmetic, float32 result
+                chunk._data[:] = nib.affines.apply_affine(to_rasmm, chunk._data)
+            _check_coordinates(self.path, chunk._data)
+            count, points = count + len(chunk), points + len(chunk._data)
+            yield chunk
+        _check_streamline_count(self.path, count, points)
+
+
+def _packed(streamlines: list[np.ndarray]) -> nib.streamlines.ArraySequence:
+    """An ArraySequence of ``streamlines`` in one float32 buffer (nibabel's appending
+    constructor reallocates its buffer over and over: 10x slower on whole brains)."""
+    packed = nib.streamlines.ArraySequence()
+    if streamlines:
+        lengths = np.fromiter(map(len, streamlines), dtype=np.intp, count=len(streamlines))
+        packed._data = np.concatenate(streamlines).astype(np.float32, copy=False)
+        packed._offsets = np.cumsum(lengths) - lengths
+        packed._lengths = lengths
+    return packed
+
+
+class _FileSpaceStreamlines:
+    """A .trk file's streamlines as stored (voxel mm), with the affine to RAS+ mm that
+    nibabel would apply to each of them."""
+
+    def __init__(self, lazy: nib.streamlines.LazyTractogram, affine_to_rasmm: np.ndarray):
+        self.streamlines = lazy.apply_affine(np.linalg.inv(affine_to_rasmm)).streamlines
+        self.affine_to_rasmm = affine_to_rasmm
+        self.data_per_point, self.data_per_streamline = lazy.data_per_point, lazy.data_per_streamline
+
+
+def _lazy_tractogram(path: Path) -> nib.streamlines.LazyTractogram | _FileSpaceStreamlines:
+    """nibabel's lazy reading of a .tck file (RAS+ mm), or of a .trk file in its own space
+    (the affine is applied per chunk rather than per streamline)."""
+    try:
+        loaded = nib.streamlines.load(str(path), lazy_load=True)
+        to_rasmm = nib.streamlines.trk.get_affine_trackvis_to_rasmm(loaded.header) if _extension(path) == ".trk" else None
+        if to_rasmm is None or not np.allclose(np.linalg.inv(to_rasmm) @ to_rasmm, np.eye(4)):
+            return loaded.tractogram  # nibabel applies an ill-conditioned affine itself
+        return _FileSpaceStreamlines(loaded.tractogram, to_rasmm)
+    except _READ_ERRORS as error:
+        raise TractogramError(path, f"cannot read this {_extension(path)} file ({type(error).__name__}: {error})") from error
+
+
+def streams(path: str | os.PathLike, reference: str | os.PathLike | None = None) -> bool:
+    """Whether :func:`stream` reads ``path``: a ``.tck``, or a ``.trk`` read in its own space
+    (a ``.trk`` with a reference is loaded whole, which checks that the two agree)."""
+    extension = _extension(Path(path))
+    return extension == ".tck" or (extension == ".trk" and reference is None)
+
+
+def stream(path: str | os.PathLike, reference: str | os.PathLike | None = None) -> TractogramStream:
+    """Open a ``.trk`` or ``.tck`` file to read it chunk by chunk, never whole.
+
+    The same streamlines, in the same space and order, as :func:`load` gives, with the same
+    checks (the header's before reading, the coordinates chunk by chunk, the counts at the
+    end), in memory that does not grow with the file: what
+    :func:`tractvq.bundles.group_stream` keeps is the resampled points.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        See :func:`streams`.
+    reference : str or os.PathLike, optional
+        Required for ``.tck``.
+
+    Returns
+    -------
+    TractogramStream
+
+    Raises
+    ------
+    TractogramError
+        As :func:`load`.
+    """
+    path, space_attributes = _checked_before_reading(path, reference)
+    if not streams(path, reference):
+        raise TractogramError(path, "only .tck files, and .trk files without a reference, are read in chunks")
+    tractogram = _lazy_tractogram(path)
+    with open(path, "rb") as handle:
+        header = nib.streamlines.detect_format(str(path))._read_header(handle)
+    announced = int(header.get(nib.streamlines.Field.NB_STREAMLINES) or header.get("count") or 0)
+    dropped = tuple(
+        f"{kind} {key!r}"
+        for kind, data in (("data_per_point", tractogram.data_per_point),
+                           ("data_per_streamline", tractogram.data_per_streamline))
+        for key in sorted(data)
+    )
+    return TractogramStream(path, space_attributes, announced, dropped)
 
 
 def array_reference(mm_per_unit: float = ARRAY_MM_PER_UNIT) -> SpaceAttributes:
@@ -698,7 +847,7 @@ def load_array(
     if not np.issubdtype(array.dtype, np.floating):
         raise TractogramError(path, f"expected floating-point coordinates, got {array.dtype}")
     tractogram = array_to_tractogram(array, mm_per_unit=mm_per_unit)
-    _check_coordinates(path, tractogram)
+    _check_coordinates(path, _points(tractogram.streamlines))
     return tractogram
 
 
