@@ -50,18 +50,18 @@ from tractvq.io import (
 from tractvq.outputs import atomic_output
 
 __all__ = [
-    "STRATEGIES",
     "NORMALIZATIONS",
-    "GroupingSettings",
     "PAPER_SETTINGS",
+    "STRATEGIES",
     "BundleSource",
     "GroupedBundles",
-    "resample",
-    "resample_stream",
+    "GroupingSettings",
     "coordinate_range",
     "group",
     "group_stream",
     "group_streamlines",
+    "resample",
+    "resample_stream",
 ]
 
 STRATEGIES = ("spatial", "sequential", "random")
@@ -324,7 +324,7 @@ def _shape_features(points: np.ndarray) -> np.ndarray:
     quarters and the middle, placed symmetrically so that reversing a streamline reverses
     its features."""
     n_points = points.shape[1]
-    quarter = int(round((n_points - 1) / 4))
+    quarter = round((n_points - 1) / 4)
     middle = (points[:, (n_points - 1) // 2] + points[:, n_points // 2]) / 2.0
     ends = points[:, [0, quarter, n_points - 1 - quarter, n_points - 1]].astype(np.float64)
     return np.stack([ends[:, 0], ends[:, 1], middle.astype(np.float64), ends[:, 2], ends[:, 3]], axis=1)

@@ -32,22 +32,27 @@ from tractvq.models.autoencoder import BundleAutoencoder
 from tractvq.models.checkpoint import load_model as read_model_file
 from tractvq.models.checkpoint import model_fingerprint
 from tractvq.outputs import (
-    atomic_output, check_folder, check_inside, check_output, check_overwrite, merged_output,
+    atomic_output,
+    check_folder,
+    check_inside,
+    check_output,
+    check_overwrite,
+    merged_output,
 )
 from tractvq.weights import PACKAGED_MODELS, packaged_model_path
 
 __all__ = [
-    "load_model",
-    "resolve_model",
-    "group_for_model",
-    "encode_groups",
+    "decode",
     "decode_codes",
     "encode",
-    "decode",
-    "reconstruct",
+    "encode_groups",
+    "group_for_model",
+    "load_model",
     "plan_outputs",
-    "write_tractograms",
+    "reconstruct",
+    "resolve_model",
     "write_arrays",
+    "write_tractograms",
 ]
 
 ModelLike = BundleAutoencoder | str | os.PathLike | None

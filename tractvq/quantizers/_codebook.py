@@ -8,11 +8,11 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "squared_distances",
-    "nearest_codes",
-    "distance_logits",
-    "replace_unused_codes",
     "AnnealedTemperature",
+    "distance_logits",
+    "nearest_codes",
+    "replace_unused_codes",
+    "squared_distances",
 ]
 
 
