@@ -118,3 +118,20 @@ def test_nibabel_files_stream_as_they_load(nibabel_data, name):
     expected = tuple(f"{kind} {key!r}" for kind, data in (("data_per_point", whole.data_per_point),
                      ("data_per_streamline", whole.data_per_streamline)) for key in sorted(data))
     assert streamed.dropped == expected
+
+
+def test_reading_ahead_gives_the_same_chunks_and_stops_with_the_caller(sample_bundle):
+    import threading
+    import time
+
+    stream = io.stream(sample_bundle)
+    ahead, plain = list(stream.chunks(10)), list(stream.chunks(10, read_ahead=False))
+    assert len(ahead) == len(plain) == 20
+    assert all(np.array_equal(a._data, b._data) for a, b in zip(ahead, plain, strict=True))
+    chunks = stream.chunks(1)
+    next(chunks)
+    chunks.close()  # the caller stops early: the helper must not stay blocked
+    deadline = time.monotonic() + 5
+    while any(thread.name == "tractvq-read-ahead" for thread in threading.enumerate()):
+        assert time.monotonic() < deadline, "the read-ahead thread outlived its caller"
+        time.sleep(0.05)

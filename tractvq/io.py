@@ -27,8 +27,10 @@ import json
 import logging
 import math
 import os
+import queue
 import re
 import struct
+import threading
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -629,19 +631,24 @@ class TractogramStream:
     announced: int
     dropped: tuple[str, ...]
 
-    def chunks(self, size: int | None = None) -> Iterator[nib.streamlines.ArraySequence]:
+    def chunks(self, size: int | None = None, *, read_ahead: bool = True) -> Iterator[nib.streamlines.ArraySequence]:
         """The streamlines, ``size`` (default :data:`STREAM_CHUNK`) at a time, in RASMM
         millimetres (as :func:`load` gives them).
 
         Every chunk's coordinates are checked as :func:`load` checks them; after the last
         one, the count (and, for ``.trk``, the size) read is checked against the header.
+        With ``read_ahead``, a helper thread reads the next chunk while the caller works on
+        the current one (reading holds Python's lock; DIPY's resampling and numpy release it).
 
         Raises
         ------
         TractogramError
             If the file cannot be read, or a check fails.
         """
-        size = STREAM_CHUNK if size is None else size
+        chunks = self._read_chunks(STREAM_CHUNK if size is None else size)
+        return _read_ahead(chunks) if read_ahead else chunks
+
+    def _read_chunks(self, size: int) -> Iterator[nib.streamlines.ArraySequence]:
         lazy = _lazy_tractogram(self.path)
         to_rasmm = lazy.affine_to_rasmm if isinstance(lazy, _FileSpaceStreamlines) else None
         streamlines = iter(lazy.streamlines)
@@ -661,6 +668,47 @@ class TractogramStream:
             count, points = count + len(chunk), points + len(chunk._data)
             yield chunk
         _check_streamline_count(self.path, count, points)
+
+
+_END = object()  # the last item of a read-ahead queue
+
+
+def _read_ahead(items: Iterator) -> Iterator:
+    """``items``, each produced by a helper thread while the caller works on the previous
+    one; the helper's exception is raised in the caller, and the helper stops when the
+    caller does."""
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    stopped = threading.Event()
+
+    def hand(item) -> bool:
+        while not stopped.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not hand((item, None)):
+                    return
+            hand((_END, None))
+        except BaseException as error:  # raised again in the caller's thread
+            hand((None, error))
+
+    threading.Thread(target=produce, name="tractvq-read-ahead", daemon=True).start()
+    try:
+        while True:
+            item, error = handoff.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item
+    finally:
+        stopped.set()
 
 
 def _packed(streamlines: list[np.ndarray]) -> nib.streamlines.ArraySequence:
