@@ -695,7 +695,7 @@ def _read_ahead(items: Iterator) -> Iterator:
                 if not hand((item, None)):
                     return
             hand((_END, None))
-        except BaseException as error:  # raised again in the caller's thread
+        except BaseException as error:  # noqa: BLE001 -- raised again in the caller's thread
             hand((None, error))
 
     threading.Thread(target=produce, name="tractvq-read-ahead", daemon=True).start()
