@@ -44,6 +44,7 @@ from tractvq.io import (
     TractogramStream,
     check_group_name,
     check_space_attributes,
+    dropped_data,
     make_tractogram,
     read_npz,
 )
@@ -566,14 +567,17 @@ def group(
         points = np.empty((0, settings.n_points, 3), np.float32)
     else:
         points = resample(tractogram, settings.n_points, source=where)
-    dropped = tuple(
-        f"{kind} {key!r}"
-        for kind, data in (("data_per_point", tractogram.data_per_point),
-                           ("data_per_streamline", tractogram.data_per_streamline))
-        for key in sorted(data)
-    )
-    space_attributes = tuple(tractogram.space_attributes)
+    space_attributes, dropped = tuple(tractogram.space_attributes), dropped_data(tractogram)
     del tractogram  # the last reference in group(load(path)): its points go before grouping
+    return _group_points(
+        points, settings, subject=subject, name=name, path=path, space_attributes=space_attributes,
+        dropped=dropped, trx_group=trx_group, file_indices=file_indices,
+    )
+
+
+def _group_points(points: np.ndarray, settings: GroupingSettings, *, subject, name, path, space_attributes,
+                  dropped, trx_group=None, file_indices=None) -> GroupedBundles:
+    """:func:`group_streamlines` of one bundle's resampled ``points``, with its source."""
     source = BundleSource(
         subject=subject,
         name=name,
@@ -609,16 +613,10 @@ def group_stream(
     TractogramError
         See :func:`resample_stream`.
     """
-    points = resample_stream(stream, settings.n_points)
-    source = BundleSource(
-        subject=subject,
-        name=name,
-        path=os.fspath(stream.path),
-        n_streamlines=len(points),
-        space_attributes=stream.space_attributes,
-        dropped=stream.dropped,
+    return _group_points(
+        resample_stream(stream, settings.n_points), settings, subject=subject, name=name, path=stream.path,
+        space_attributes=stream.space_attributes, dropped=stream.dropped,
     )
-    return group_streamlines(points, settings, source=source)
 
 
 @dataclass

@@ -59,6 +59,7 @@ __all__ = [
     "array_to_tractogram",
     "check_group_name",
     "check_space_attributes",
+    "dropped_data",
     "find_tractograms",
     "input_path",
     "load",
@@ -784,13 +785,18 @@ def stream(path: str | os.PathLike, reference: str | os.PathLike | None = None) 
     with open(path, "rb") as handle:
         header = nib.streamlines.detect_format(str(path))._read_header(handle)
     announced = int(header.get(nib.streamlines.Field.NB_STREAMLINES) or header.get("count") or 0)
-    dropped = tuple(
+    return TractogramStream(path, space_attributes, announced, dropped_data(tractogram))
+
+
+def dropped_data(tractogram) -> tuple[str, ...]:
+    """What a tractogram carries besides its points, which grouping leaves behind:
+    ``"data_per_point 'fa'"``, ``"data_per_streamline 'weight'"``, ..."""
+    return tuple(
         f"{kind} {key!r}"
         for kind, data in (("data_per_point", tractogram.data_per_point),
                            ("data_per_streamline", tractogram.data_per_streamline))
         for key in sorted(data)
     )
-    return TractogramStream(path, space_attributes, announced, dropped)
 
 
 def array_reference(mm_per_unit: float = ARRAY_MM_PER_UNIT) -> SpaceAttributes:
