@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from tractvq import io
-from tractvq.bundles import GroupedBundles, GroupingSettings, group
 from tractvq.buan import buan_scores, buan_scores_dipy
+from tractvq.bundles import GroupedBundles, GroupingSettings, group
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 

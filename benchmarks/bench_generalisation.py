@@ -45,11 +45,7 @@ from tractvq.cache import load_cache, prepare
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 #: HCP-842 bundles that HCP-1065 lacks: bundle types the fitted codecs never saw.
-HELD_OUT = (
-    "AC AF_L CB_L CB_R CNIV_L CNIV_R CNX_L CNX_R CS_L CS_R CTT_L CTT_R CT_L CT_R C_L C_R DLF_L DLF_R EMC_R FAT_L"
-    " FPT_L FPT_R ILF_L ILF_R LL_L LL_R MLF_L MLF_R ML_L ML_R OPT_L OPT_R PC PPT_L PPT_R SLF_L SLF_R STT_L STT_R"
-    " TPT_L TPT_R UF_R"
-).split()
+HELD_OUT = ["AC", "AF_L", "CB_L", "CB_R", "CNIV_L", "CNIV_R", "CNX_L", "CNX_R", "CS_L", "CS_R", "CTT_L", "CTT_R", "CT_L", "CT_R", "C_L", "C_R", "DLF_L", "DLF_R", "EMC_R", "FAT_L", "FPT_L", "FPT_R", "ILF_L", "ILF_R", "LL_L", "LL_R", "MLF_L", "MLF_R", "ML_L", "ML_R", "OPT_L", "OPT_R", "PC", "PPT_L", "PPT_R", "SLF_L", "SLF_R", "STT_L", "STT_R", "TPT_L", "TPT_R", "UF_R"]
 #: PCA-16 mean MDF (mm) measured on the same held-out sets when they were designed (tractvq's
 #: default grouping, PCA fitted on HCP-1065 + the shared HCP-842 bundles).
 ANCHORS = {"sample": 1.86, "pyafq": 2.13, "unseen-bundles": 0.88, "sparse-hcp842": 0.83}

@@ -42,13 +42,13 @@ from pathlib import Path
 # OMP_WAIT_POLICY=ACTIVE to compare).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
+import torch
 
-from tractvq.bundles import group  # noqa: E402
-from tractvq.data import GroupDataset, StepSampler  # noqa: E402
-from tractvq.io import load  # noqa: E402
-from tractvq.models.autoencoder import BundleAutoencoder  # noqa: E402
-from tractvq.models.config import PRESET_NAMES, preset_config  # noqa: E402
+from tractvq.bundles import group
+from tractvq.data import GroupDataset, StepSampler
+from tractvq.io import load
+from tractvq.models.autoencoder import BundleAutoencoder
+from tractvq.models.config import PRESET_NAMES, preset_config
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "sub-vqdiff" / "tractography"
 BUNDLES = ("sub-vqdiff__POPT_R.trk", "sub-vqdiff__CC_Fr_1.trk")

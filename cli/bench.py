@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from tractvq.cli.options import CHANNELS, CODEBOOK_SIZE, COUNT, PROCESSES, SEED, FiniteFloat, force_option
+from tractvq.cli.options import (
+    CHANNELS,
+    CODEBOOK_SIZE,
+    COUNT,
+    PROCESSES,
+    SEED,
+    FiniteFloat,
+    force_option,
+)
 
 DOMAINS = ("digits", "cifar10", "streamlines")
 
@@ -126,7 +134,11 @@ def _bench_streamlines(cache, names, steps, batch_size, lr, seed, codebook_size,
     from tractvq import __version__
     from tractvq.bench.rate_distortion import plot_rate_distortion
     from tractvq.bench.report import format_markdown, write_result_files
-    from tractvq.bench.streamlines import STREAMLINE_COLUMNS, plot_streamline_results, run_streamline_benchmark
+    from tractvq.bench.streamlines import (
+        STREAMLINE_COLUMNS,
+        plot_streamline_results,
+        run_streamline_benchmark,
+    )
     from tractvq.cache import load_cache
     from tractvq.data import Augmentation
     from tractvq.models.autoencoder import BundleAutoencoder

@@ -7,7 +7,13 @@ import os
 import click
 
 from tractvq.cli.options import (
-    PROCESSES, batch_option, device_option, force_option, model_option, range_option, reference_option,
+    PROCESSES,
+    batch_option,
+    device_option,
+    force_option,
+    model_option,
+    range_option,
+    reference_option,
 )
 
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import click
 
 from tractvq.cli.options import (
-    PROCESSES, SEED, FiniteFloat, batch_option,
-    device_option, force_option, range_option, reference_option,
+    PROCESSES,
+    SEED,
+    FiniteFloat,
+    batch_option,
+    device_option,
+    force_option,
+    range_option,
+    reference_option,
 )
 
 METRIC_CHOICES = ("buan", "mdf", "mse", "perplexity", "usage")

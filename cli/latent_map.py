@@ -5,7 +5,13 @@ from __future__ import annotations
 import click
 
 from tractvq.cli.options import (
-    SEED, batch_option, device_option, force_option, model_option, range_option, reference_option,
+    SEED,
+    batch_option,
+    device_option,
+    force_option,
+    model_option,
+    range_option,
+    reference_option,
 )
 from tractvq.cli.render import background_option, check_background, check_panel_size, view_option
 

@@ -22,10 +22,10 @@ from tractvq.cli.info import info
 from tractvq.cli.latent_map import latent_map
 from tractvq.cli.perturb import perturb
 from tractvq.cli.prepare import prepare
-from tractvq.cli.reconstruct import reconstruct
-from tractvq.cli.render import render
 from tractvq.cli.quantizers import quantizers
 from tractvq.cli.rate_distortion import rate_distortion
+from tractvq.cli.reconstruct import reconstruct
+from tractvq.cli.render import render
 from tractvq.cli.train import train
 
 

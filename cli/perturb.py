@@ -5,8 +5,15 @@ from __future__ import annotations
 import click
 
 from tractvq.cli.options import (
-    PROCESSES, SEED, FiniteFloat, batch_option, device_option,
-    force_option, model_option, range_option, reference_option,
+    PROCESSES,
+    SEED,
+    FiniteFloat,
+    batch_option,
+    device_option,
+    force_option,
+    model_option,
+    range_option,
+    reference_option,
 )
 from tractvq.cli.render import VIEW_CHOICES, check_panel_size
 
@@ -50,10 +57,15 @@ def perturb(inputs, model, eps, directional, permutation, protocol, threshold, s
     import json
 
     from tractvq import io
-    from tractvq.encoding import group_for_model, resolve_model, write_tractograms
     from tractvq.buan import protocol as make_protocol
+    from tractvq.encoding import group_for_model, resolve_model, write_tractograms
     from tractvq.outputs import atomic_output, check_output
-    from tractvq.robustness import PUBLISHED_ALPHAS, permutation_study, perturbation_study, plot_perturbation
+    from tractvq.robustness import (
+        PUBLISHED_ALPHAS,
+        permutation_study,
+        perturbation_study,
+        plot_perturbation,
+    )
 
     check_output(output, force=force, directory=True)
     if render:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import click
 
 from tractvq.cli.options import (
-    COUNT, SEED, FiniteFloat, FiniteRange, force_option, known_bundles, known_subjects, reference_option,
+    COUNT,
+    SEED,
+    FiniteFloat,
+    FiniteRange,
+    force_option,
+    known_bundles,
+    known_subjects,
+    reference_option,
 )
 
 

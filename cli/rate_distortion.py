@@ -59,7 +59,11 @@ def rate_distortion(data, models, baselines, fit_cache, result_files, threshold,
 
     check_output(output, force=force, directory=True)
 
-    from tractvq.bench.rate_distortion import RATE_DISTORTION_COLUMNS, plot_rate_distortion, score_rate_distortion
+    from tractvq.bench.rate_distortion import (
+        RATE_DISTORTION_COLUMNS,
+        plot_rate_distortion,
+        score_rate_distortion,
+    )
     from tractvq.bench.report import format_markdown, write_csv
     from tractvq.outputs import atomic_output
 

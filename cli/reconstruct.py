@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from tractvq.cli.options import batch_option, device_option, force_option, model_option, range_option, reference_option
+from tractvq.cli.options import (
+    batch_option,
+    device_option,
+    force_option,
+    model_option,
+    range_option,
+    reference_option,
+)
 
 
 @click.command()

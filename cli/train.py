@@ -6,8 +6,18 @@ import os
 import sys
 
 import click
+
 from tractvq.cli.options import (
-    CHANNELS, CODEBOOK_SIZE, COUNT, PROCESSES, SEED, Device, FiniteFloat, force_option, key_values, model_options,
+    CHANNELS,
+    CODEBOOK_SIZE,
+    COUNT,
+    PROCESSES,
+    SEED,
+    Device,
+    FiniteFloat,
+    force_option,
+    key_values,
+    model_options,
 )
 
 # Training options (TrainConfig field, click option) that a resumed run takes from the

@@ -6,7 +6,14 @@ from click.testing import CliRunner
 from tractvq import io
 from tractvq.cli.main import cli
 from tractvq.codes import Codes
-from tractvq.encoding import decode, encode, plan_outputs, reconstruct, resolve_model, write_tractograms
+from tractvq.encoding import (
+    decode,
+    encode,
+    plan_outputs,
+    reconstruct,
+    resolve_model,
+    write_tractograms,
+)
 from tractvq.errors import ModelError, OutputError, TractogramError
 from tractvq.models.autoencoder import BundleAutoencoder
 from tractvq.models.checkpoint import save_model

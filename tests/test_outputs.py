@@ -40,20 +40,18 @@ def test_atomic_output_names_a_folder_that_refuses_writes_even_to_root():
 
 def test_atomic_output_leaves_nothing_when_writing_fails(tmp_path):
     target = tmp_path / "out.npz"
-    with pytest.raises(RuntimeError):
-        with atomic_output(target) as temporary:
-            temporary.write_text("half")
-            raise RuntimeError("writer failed")
+    with pytest.raises(RuntimeError), atomic_output(target) as temporary:
+        temporary.write_text("half")
+        raise RuntimeError("writer failed")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_atomic_output_keeps_the_old_file_when_a_forced_write_fails(tmp_path):
     target = tmp_path / "out.npz"
     target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_output(target, force=True) as temporary:
-            temporary.write_text("new")
-            raise RuntimeError("writer failed")
+    with pytest.raises(RuntimeError), atomic_output(target, force=True) as temporary:
+        temporary.write_text("new")
+        raise RuntimeError("writer failed")
     assert target.read_text() == "old"
     assert list(tmp_path.iterdir()) == [target]
 
@@ -118,9 +116,8 @@ def test_force_replaces_only_what_is_of_the_kind_written(tmp_path, existing, dir
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EIO])
 def test_os_errors_of_the_writer_name_the_output_on_one_line(tmp_path, code):
     target = tmp_path / "out.npz"
-    with pytest.raises(OutputError) as raised:
-        with atomic_output(target):
-            raise OSError(code, os.strerror(code))
+    with pytest.raises(OutputError) as raised, atomic_output(target):
+        raise OSError(code, os.strerror(code))
     assert str(raised.value) == f"{target}: cannot be written ({os.strerror(code)})"
     assert list(tmp_path.iterdir()) == []
 

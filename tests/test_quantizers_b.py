@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from diveq import DIVEQ, SFDIVEQ
-
 from scipy import stats
 
 from tractvq.quantizers import _relaxed, build

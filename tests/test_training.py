@@ -113,7 +113,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(uninterrupted, c
     assert reference.keys() == resumed.keys()
     for key in reference:
         assert torch.equal(reference[key], resumed[key]), key
-    strip = lambda rows: [{k: v for k, v in row.items() if k != "elapsed_s"} for row in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "elapsed_s"} for row in rows]
     assert strip(_rows(run)) == strip(_rows(uninterrupted[0]))
     assert strip([metrics]) == strip([uninterrupted[1]])
     assert "exp_avg" in str(load_checkpoint(run / "checkpoint.pt")["optimizer"]["state"][0].keys())

@@ -60,13 +60,13 @@ from tractvq.outputs import atomic_output
 
 __all__ = [
     "BASELINE_SPELLINGS",
-    "Encoded",
     "Baseline",
-    "PCABaseline",
     "DipyCompressBaseline",
+    "Encoded",
     "Float16Baseline",
-    "make_baseline",
+    "PCABaseline",
     "load_pca",
+    "make_baseline",
 ]
 
 #: How each baseline is named, with an example.

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-__all__ = ["PROTOCOLS", "Protocol", "protocol", "group_rng", "buan_scores", "buan_scores_dipy"]
+__all__ = ["PROTOCOLS", "Protocol", "buan_scores", "buan_scores_dipy", "group_rng", "protocol"]
 
 #: BUAN protocols :func:`protocol` knows.
 PROTOCOLS = ("mm", "paper")

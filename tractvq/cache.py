@@ -30,7 +30,7 @@ from tractvq.errors import OutputError, TractogramError
 from tractvq.io import ARRAY_MM_PER_UNIT, find_tractograms, read_npz, read_record
 from tractvq.outputs import atomic_output, check_output, output_error
 
-__all__ = ["TrainingCache", "prepare", "load_cache", "split_groups"]
+__all__ = ["TrainingCache", "load_cache", "prepare", "split_groups"]
 
 _CACHE_FORMAT = "tractvq-cache"
 _CACHE_VERSION = 1

@@ -79,7 +79,7 @@ from torch import Tensor
 
 from tractvq.bundles import GroupedBundles
 
-__all__ = ["Augmentation", "ELASTIC_BUMPS", "ELASTIC_WIDTH_MM", "GroupDataset", "StepSampler"]
+__all__ = ["ELASTIC_BUMPS", "ELASTIC_WIDTH_MM", "Augmentation", "GroupDataset", "StepSampler"]
 
 # Domain tags that keep the sampler's and the augmentation's random streams apart.
 _SAMPLING_STREAM = 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["TractvqError", "TractogramError", "OutputError", "ModelError"]
+__all__ = ["ModelError", "OutputError", "TractogramError", "TractvqError"]
 
 
 class TractvqError(ValueError):

@@ -20,9 +20,16 @@ from tractvq.buan import Protocol
 from tractvq.bundles import PAPER_SETTINGS, BundleSource, GroupedBundles, group_streamlines
 from tractvq.bundles import coordinate_range as fitted_range
 from tractvq.errors import TractogramError
-from tractvq.scoring import DEFAULT_METRICS, EvaluationTable, GroupScores, code_statistics, score_groups, summarize
+from tractvq.scoring import (
+    DEFAULT_METRICS,
+    EvaluationTable,
+    GroupScores,
+    code_statistics,
+    score_groups,
+    summarize,
+)
 
-__all__ = ["run_model", "model_label", "evaluate_models", "evaluate_reconstruction", "regroup_like"]
+__all__ = ["evaluate_models", "evaluate_reconstruction", "model_label", "regroup_like", "run_model"]
 
 
 def run_model(model, data: np.ndarray, *, batch_size: int = 64, device: str = "cpu") -> tuple[np.ndarray, np.ndarray | None]:

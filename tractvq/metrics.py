@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["pairwise_mdf", "mean_mdf_mm"]
+__all__ = ["mean_mdf_mm", "pairwise_mdf"]
 
 
 def pairwise_mdf(first: np.ndarray, second: np.ndarray) -> np.ndarray:

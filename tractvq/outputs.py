@@ -33,13 +33,13 @@ from pathlib import Path
 from tractvq.errors import OutputError, TractvqError
 
 __all__ = [
-    "check_output",
-    "check_overwrite",
+    "atomic_output",
     "check_folder",
     "check_inside",
-    "output_error",
-    "atomic_output",
+    "check_output",
+    "check_overwrite",
     "merged_output",
+    "output_error",
 ]
 
 _ALREADY_EXISTS = "already exists; pass force=True (--force) to replace it"

@@ -23,21 +23,21 @@ import numpy as np
 from tractvq.buan import Protocol
 from tractvq.bundles import GroupedBundles
 from tractvq.evaluate import run_model
-from tractvq.scoring import DEFAULT_METRICS, EvaluationTable, GroupScores, score_groups, summarize
 from tractvq.outputs import atomic_output
+from tractvq.scoring import DEFAULT_METRICS, EvaluationTable, GroupScores, score_groups, summarize
 
 __all__ = [
     "PUBLISHED_ALPHAS",
     "PUBLISHED_STEP",
-    "encode_latents",
-    "decode_latents",
-    "gaussian_perturbation",
-    "directional_perturbation",
     "PerturbationResult",
+    "decode_latents",
+    "directional_perturbation",
+    "encode_latents",
+    "gaussian_perturbation",
+    "generalisation_study",
+    "permutation_study",
     "perturbation_study",
     "plot_perturbation",
-    "permutation_study",
-    "generalisation_study",
 ]
 
 #: The published directional sweep: ``latent + alpha * PUBLISHED_STEP`` for these ``alpha``.

@@ -27,12 +27,12 @@ from tractvq.metrics import pairwise_mdf
 from tractvq.outputs import atomic_output
 
 __all__ = [
-    "METRICS",
     "DEFAULT_METRICS",
-    "code_statistics",
-    "GroupScores",
-    "score_groups",
+    "METRICS",
     "EvaluationTable",
+    "GroupScores",
+    "code_statistics",
+    "score_groups",
     "summarize",
 ]
 

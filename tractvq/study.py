@@ -32,7 +32,7 @@ from tractvq.encoding import ModelLike, _input_paths, _name_part, encode, resolv
 from tractvq.errors import OutputError
 from tractvq.outputs import check_folder, check_inside, check_overwrite, output_error
 
-__all__ = ["SubjectJob", "plan_subjects", "encode_subjects"]
+__all__ = ["SubjectJob", "encode_subjects", "plan_subjects"]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from dipy.tracking.streamline import length
 
 from tractvq.io import ARRAY_EXTENSION, ARRAY_MM_PER_UNIT, TractogramRecord, read_record, trx_groups
 
-__all__ = ["summarize", "format_summaries"]
+__all__ = ["format_summaries", "summarize"]
 
 
 def _spread(values: np.ndarray) -> list[float] | None:

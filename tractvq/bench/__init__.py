@@ -16,19 +16,19 @@ from tractvq.bench.report import format_markdown, plot_results, write_csv, write
 from tractvq.bench.zoo import describe_quantizers, format_quantizers
 
 __all__ = [
-    "ImageDataset",
-    "load_digits",
-    "load_cifar10",
-    "read_cifar10_batch",
     "COLUMNS",
     "ConvAutoencoder",
+    "ImageDataset",
+    "describe_quantizers",
+    "format_markdown",
+    "format_quantizers",
+    "load_cifar10",
+    "load_digits",
+    "plot_results",
     "psnr",
+    "read_cifar10_batch",
     "run_benchmark",
     "train_and_evaluate",
-    "format_markdown",
-    "plot_results",
     "write_csv",
     "write_results",
-    "describe_quantizers",
-    "format_quantizers",
 ]

@@ -19,7 +19,7 @@ import numpy as np
 
 from tractvq.errors import TractvqError
 
-__all__ = ["ImageDataset", "load_digits", "load_cifar10", "read_cifar10_batch"]
+__all__ = ["ImageDataset", "load_cifar10", "load_digits", "read_cifar10_batch"]
 
 CIFAR10_FOLDER = "cifar-10-batches-py"  # the folder the official archive unpacks to
 CIFAR10_TRAIN = tuple(f"data_batch_{number}" for number in range(1, 6))

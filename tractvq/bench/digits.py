@@ -47,7 +47,7 @@ from tqdm import tqdm
 from tractvq.bench.data import ImageDataset
 from tractvq.quantizers import QuantizerOutput, available, build, codebook_stats
 
-__all__ = ["ConvAutoencoder", "run_benchmark", "train_and_evaluate", "psnr", "COLUMNS"]
+__all__ = ["COLUMNS", "ConvAutoencoder", "psnr", "run_benchmark", "train_and_evaluate"]
 
 COLUMNS = (
     "quantizer",

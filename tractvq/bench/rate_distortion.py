@@ -17,8 +17,14 @@ from pathlib import Path
 
 from tractvq.bench.report import SCORE_COLUMNS
 
-__all__ = ["PUBLISHED_POINTS", "RATE_DISTORTION_COLUMNS", "read_rows", "score_baseline", "score_rate_distortion",
-           "plot_rate_distortion"]
+__all__ = [
+    "PUBLISHED_POINTS",
+    "RATE_DISTORTION_COLUMNS",
+    "plot_rate_distortion",
+    "read_rows",
+    "score_baseline",
+    "score_rate_distortion",
+]
 
 #: The published table's models: (name, bytes per 64-streamline bundle, mean BUAN over the 12
 #: bundles of its table). Continuous latents count 4 bytes per number (AE and VQ-Diff:

@@ -17,8 +17,13 @@ from pathlib import Path
 from tractvq.outputs import atomic_output
 
 __all__ = [
-    "format_markdown", "write_csv", "plot_results", "write_result_files", "write_results", "RESULT_FILES",
+    "RESULT_FILES",
     "SCORE_COLUMNS",
+    "format_markdown",
+    "plot_results",
+    "write_csv",
+    "write_result_files",
+    "write_results",
 ]
 
 RESULT_FILES = ("results.csv", "results.md", "results.png")

@@ -19,12 +19,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tractvq.models.basis import BasisDecoder, BasisEncoder
-from tractvq.models.compact import CompactDecoder, CompactEncoder, StreamlineDecoder, StreamlineEncoder
+from tractvq.models.compact import (
+    CompactDecoder,
+    CompactEncoder,
+    StreamlineDecoder,
+    StreamlineEncoder,
+)
 from tractvq.models.config import ModelConfig
 from tractvq.models.paper import PaperDecoder, PaperEncoder
 from tractvq.quantizers import QuantizerOutput, build
 
-__all__ = ["ModelOutput", "BundleAutoencoder"]
+__all__ = ["BundleAutoencoder", "ModelOutput"]
 
 _ARCHITECTURES = {  # (preset, layout) -> (encoder, decoder)
     ("paper", "grid"): (PaperEncoder, PaperDecoder),

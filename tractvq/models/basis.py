@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BasisCodec", "UniformLevels", "BasisEncoder", "BasisDecoder", "fit_bases", "gain_latents", "ungain_latents"]
+__all__ = ["BasisCodec", "BasisDecoder", "BasisEncoder", "UniformLevels", "fit_bases", "gain_latents", "ungain_latents"]
 
 
 def _identity(rows: int, columns: int) -> Tensor:

@@ -36,12 +36,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "CompactDecoder",
+    "CompactEncoder",
     "Residual",
     "ResidualStack",
-    "CompactEncoder",
-    "CompactDecoder",
-    "StreamlineEncoder",
     "StreamlineDecoder",
+    "StreamlineEncoder",
 ]
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PaperResidual", "PaperResidualStack", "PaperEncoder", "PaperDecoder"]
+__all__ = ["PaperDecoder", "PaperEncoder", "PaperResidual", "PaperResidualStack"]
 
 
 class PaperResidual(nn.Module):

@@ -19,7 +19,7 @@ from tractvq.quantizers.base import (
 )
 
 # Importing each module registers its quantizers, in this order.
-from tractvq.quantizers import (  # noqa: E402,F401  isort: skip
+from tractvq.quantizers import (  # noqa: F401  isort: skip
     bottlenecks,
     vq,
     ema,

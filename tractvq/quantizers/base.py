@@ -19,13 +19,13 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "QuantizerOutput",
     "Quantizer",
-    "register",
-    "build",
+    "QuantizerOutput",
     "available",
+    "build",
     "codebook_stats",
     "probability_stats",
+    "register",
 ]
 
 

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from tractvq.quantizers.base import Quantizer, QuantizerOutput, register
 
-__all__ = ["Identity", "GaussianBottleneck"]
+__all__ = ["GaussianBottleneck", "Identity"]
 
 
 @register

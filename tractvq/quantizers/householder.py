@@ -57,7 +57,7 @@ from tractvq.quantizers._geometry import NORM_EPS, directions, reflect
 from tractvq.quantizers.base import register
 from tractvq.quantizers.ema import EMAVectorQuantizer
 
-__all__ = ["reflect_to", "HouseholderVQ"]
+__all__ = ["HouseholderVQ", "reflect_to"]
 
 
 def reflect_to(latents: Tensor, codes: Tensor) -> Tensor:

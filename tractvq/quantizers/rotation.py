@@ -30,7 +30,7 @@ from tractvq.quantizers._geometry import NORM_EPS, directions, reflect
 from tractvq.quantizers.base import register
 from tractvq.quantizers.vq import VectorQuantizer
 
-__all__ = ["rotate_to", "RotationVQ"]
+__all__ = ["RotationVQ", "rotate_to"]
 
 
 def rotate_to(latents: Tensor, codes: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from tractvq.quantizers._codebook import nearest_codes
 from tractvq.quantizers.base import Quantizer, QuantizerOutput, codebook_stats, register
 
-__all__ = ["CODEBOOK_INITS", "init_codebook", "pass_through", "VectorQuantizer"]
+__all__ = ["CODEBOOK_INITS", "VectorQuantizer", "init_codebook", "pass_through"]
 
 CODEBOOK_INITS = ("uniform", "normal")
 

@@ -28,15 +28,15 @@ from tractvq.training.processes import resolve_device
 from tractvq.training.run_folder import METRIC_COLUMNS, RUN_FILES, read_run_configs
 
 __all__ = [
-    "LR_SCHEDULES",
     "DEVICES",
-    "RESUMABLE_FIELDS",
+    "LR_SCHEDULES",
     "METRIC_COLUMNS",
+    "RESUMABLE_FIELDS",
     "RUN_FILES",
+    "RunConfigError",
     "TrainConfig",
     "TrainingInterrupted",
-    "RunConfigError",
-    "train",
     "read_run_configs",
     "resolve_device",
+    "train",
 ]

@@ -13,12 +13,12 @@ from tractvq.data import Augmentation
 from tractvq.errors import TractvqError
 
 __all__ = [
-    "LR_SCHEDULES",
     "DEVICES",
+    "LR_SCHEDULES",
     "RESUMABLE_FIELDS",
-    "TrainConfig",
-    "RunConfigError",
     "LearningRateSchedule",
+    "RunConfigError",
+    "TrainConfig",
     "resumed_config",
 ]
 

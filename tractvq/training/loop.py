@@ -48,7 +48,12 @@ import torch
 from tractvq.cache import load_cache
 from tractvq.data import GroupDataset, StepSampler
 from tractvq.errors import ModelError
-from tractvq.training.config import LearningRateSchedule, RunConfigError, TrainConfig, resumed_config
+from tractvq.training.config import (
+    LearningRateSchedule,
+    RunConfigError,
+    TrainConfig,
+    resumed_config,
+)
 from tractvq.training.processes import (
     Processes,
     agree,

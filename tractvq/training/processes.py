@@ -31,18 +31,18 @@ from tractvq.training.config import DEVICES
 
 __all__ = [
     "Processes",
-    "environment_processes",
-    "resolve_device",
-    "process_group",
     "agree",
-    "summed",
-    "broadcast_parameters",
     "barrier",
+    "broadcast_parameters",
+    "environment_processes",
+    "forked_rng",
+    "gathered_rng_states",
+    "process_group",
     "rank_seed",
+    "resolve_device",
     "rng_state",
     "set_rng_state",
-    "gathered_rng_states",
-    "forked_rng",
+    "summed",
 ]
 
 _RANK_SEED_STREAM = 2  # keeps the per-rank torch seeds apart from tractvq.data's streams

@@ -41,17 +41,17 @@ from tractvq.outputs import atomic_output
 from tractvq.training.config import TrainConfig
 
 __all__ = [
-    "RUN_FILES",
     "METRIC_COLUMNS",
+    "RUN_FILES",
     "check_run_dir",
     "make_run_dir",
-    "write_run_config",
-    "write_checkpoint",
-    "read_training_checkpoint",
-    "read_run_configs",
-    "write_metrics",
-    "read_metrics",
     "plot_curves",
+    "read_metrics",
+    "read_run_configs",
+    "read_training_checkpoint",
+    "write_checkpoint",
+    "write_metrics",
+    "write_run_config",
 ]
 
 #: The files :func:`~tractvq.training.train` writes in a run folder.

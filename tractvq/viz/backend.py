@@ -38,12 +38,12 @@ __all__ = [
     "EXTRA_HINT",
     "MissingExtraError",
     "NoDisplayError",
-    "require",
-    "prepare_device",
-    "offscreen_render",
     "has_display",
-    "prepare_window",
+    "offscreen_render",
     "open_window",
+    "prepare_device",
+    "prepare_window",
+    "require",
 ]
 
 #: How to install what rendering needs.

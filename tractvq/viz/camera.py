@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["VIEWS", "view_axes", "frame_camera"]
+__all__ = ["VIEWS", "frame_camera", "view_axes"]
 
 #: View name -> (direction the camera looks along, the image's up), in RAS.
 VIEWS = {

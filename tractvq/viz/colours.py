@@ -16,7 +16,7 @@ import numpy as np
 
 from tractvq.metrics import pairwise_mdf
 
-__all__ = ["ERROR_CMAP", "orientation_colours", "streamline_errors", "error_colormap", "error_colours"]
+__all__ = ["ERROR_CMAP", "error_colormap", "error_colours", "orientation_colours", "streamline_errors"]
 
 #: Default colour map of the error colouring (matplotlib's ``plasma``, its palest tenth cut
 #: so that the largest errors stay visible on a white background).

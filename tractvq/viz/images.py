@@ -17,16 +17,16 @@ from tractvq.outputs import atomic_output, check_output
 
 __all__ = [
     "IMAGE_EXTENSIONS",
-    "parse_colour",
-    "text_colour",
+    "check_image_path",
+    "colour_bar",
     "font_size",
+    "hstack",
+    "parse_colour",
+    "save_image",
+    "text_colour",
     "title_panel",
     "trim_rows",
-    "hstack",
     "vstack",
-    "colour_bar",
-    "check_image_path",
-    "save_image",
 ]
 
 #: Formats :func:`save_image` writes, by extension.

@@ -18,7 +18,7 @@ import numpy as np
 
 from tractvq.errors import TractogramError
 
-__all__ = ["ShownBundle", "load_bundle", "parse_group", "group_label", "group_streamlines"]
+__all__ = ["ShownBundle", "group_label", "group_streamlines", "load_bundle", "parse_group"]
 
 
 @dataclass(frozen=True)

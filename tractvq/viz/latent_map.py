@@ -19,7 +19,7 @@ from tractvq.viz import backend
 from tractvq.viz.images import font_size, parse_colour, text_colour, title_panel, vstack
 from tractvq.viz.inputs import group_label, group_streamlines, parse_group
 
-__all__ = ["group_latents", "tsne_embedding", "nearest_neighbours", "LatentMap", "latent_map", "plot_embedding"]
+__all__ = ["LatentMap", "group_latents", "latent_map", "nearest_neighbours", "plot_embedding", "tsne_embedding"]
 
 
 def group_latents(groups, model, *, batch_size: int = 64, device: str = "cpu") -> np.ndarray:

@@ -26,21 +26,27 @@ import numpy as np
 
 from tractvq.viz import backend
 from tractvq.viz.camera import frame_camera
-from tractvq.viz.colours import ERROR_CMAP, error_colormap, error_colours, orientation_colours, streamline_errors
+from tractvq.viz.colours import (
+    ERROR_CMAP,
+    error_colormap,
+    error_colours,
+    orientation_colours,
+    streamline_errors,
+)
 from tractvq.viz.images import colour_bar, hstack, parse_colour, title_panel, trim_rows, vstack
 
 __all__ = [
     "COLOURINGS",
     "REFERENCE_GREY",
-    "default_thickness",
+    "Comparison",
     "bundle_actor",
     "bundle_scene",
-    "render_scene",
-    "render_bundle",
-    "render_panels",
-    "Comparison",
     "compare",
     "compare_files",
+    "default_thickness",
+    "render_bundle",
+    "render_panels",
+    "render_scene",
 ]
 
 #: How streamlines can be coloured.
