@@ -241,7 +241,7 @@ def resample_stream(stream: TractogramStream, n_points: int = 64, *, source: str
         count += len(points)
     if count == 0:
         raise TractogramError(source, "holds no streamlines")
-    return np.concatenate([resampled[: min(count, len(resampled))], *parts]) if parts else resampled
+    return np.concatenate([resampled[:count], *parts]) if parts else resampled[:count]
 
 
 def _resample_streamlines(streamlines, n_points: int, source, *, first: int = 0) -> np.ndarray:

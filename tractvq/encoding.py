@@ -181,8 +181,9 @@ def _group_record(record: io.TractogramRecord, settings, reference, mm_per_unit:
     (:func:`tractvq.io.stream`), anything else loaded whole."""
     if record.indices is None and io.streams(record.path, reference):
         return group_stream(io.stream(record.path, reference), settings, subject=record.subject, name=record.bundle)
-    return group(io.read_record(record, reference, mm_per_unit=mm_per_unit), settings,  # no other reference:
-                 subject=record.subject, name=record.bundle, path=record.path,  # its points go before grouping
+    # The tractogram is passed without a name kept here, so group() frees its points before grouping.
+    return group(io.read_record(record, reference, mm_per_unit=mm_per_unit), settings,
+                 subject=record.subject, name=record.bundle, path=record.path,
                  trx_group=record.group, file_indices=record.indices)
 
 
